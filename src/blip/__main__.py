@@ -1,0 +1,3 @@
+from blip.cli import main
+import sys
+sys.exit(main())

@@ -1,0 +1,66 @@
+"""BlipModel: the ViT, the MED text transformer in its three uses, and the ITC / ITM / LM heads."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from blip.model.config import BlipConfig
+from blip.model.text import TextDecoder, TextTransformer
+from blip.model.vision import VisionEncoder
+
+
+class BlipModel(nn.Module):
+    """The parts a BLIP checkpoint holds, under the reference code's names; which parts exist is `cfg.parts`."""
+
+    def __init__(self, cfg: BlipConfig):
+        super().__init__()
+        self.cfg = cfg
+        width, hidden = cfg.vision.width, cfg.text.hidden
+        self.visual_encoder = VisionEncoder(cfg.vision)
+        if "text_encoder" in cfg.parts:
+            self.text_encoder = TextTransformer(cfg.text, encoder_width=width)
+        if "text_decoder" in cfg.parts:
+            # The VQA answer decoder reads the question encoder's states, which are text-wide (reference BLIP_VQA).
+            reads = hidden if cfg.decoder_input == "question" else width
+            self.text_decoder = TextDecoder(cfg.text, encoder_width=reads)
+        if "itc" in cfg.parts:
+            self.vision_proj = nn.Linear(width, cfg.embed_dim)
+            self.text_proj = nn.Linear(hidden, cfg.embed_dim)
+            self.temp = nn.Parameter(torch.tensor(0.07))
+        if "itm" in cfg.parts:
+            self.itm_head = nn.Linear(hidden, 2)
+
+    def has(self, part: str) -> bool:
+        """Whether this model carries a part (text_encoder, text_decoder, itc, itm)."""
+        return part in self.cfg.parts
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Image tokens (B, 1 + patches, width), CLS first."""
+        return self.visual_encoder(pixels)
+
+    def image_embed(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        """L2-normalised ITC image feature from the CLS token."""
+        return F.normalize(self.vision_proj(image_embeds[:, 0]), dim=-1)
+
+    def text_embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """L2-normalised ITC text feature from the unimodal encoder's [CLS] output."""
+        hidden = self.text_encoder(input_ids, attention_mask)
+        return F.normalize(self.text_proj(hidden[:, 0]), dim=-1)
+
+    def encode_grounded(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_embeds: torch.Tensor
+    ) -> torch.Tensor:
+        """Image-grounded encoder states; position 0 is replaced by [ENC] as in the reference."""
+        ids = input_ids.clone()
+        ids[:, 0] = self.cfg.text.enc_id
+        return self.text_encoder(ids, attention_mask, image_embeds)
+
+    def itm_logits(self, image_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """ITM logits (B, 2), index 1 = match; text rows may be R per image row."""
+        return self.itm_head(self.encode_grounded(input_ids, attention_mask, image_embeds)[:, 0])
+
+    def itc_temperature(self) -> torch.Tensor:
+        """The learnable ITC temperature, clamped to [0.001, 0.5] as in the reference."""
+        return self.temp.clamp(0.001, 0.5)

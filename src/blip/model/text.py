@@ -1,0 +1,245 @@
+"""MED: the BERT-shaped text transformer used as unimodal encoder, image-grounded encoder and causal decoder.
+
+Parameter names follow the reference BLIP (and transformers' BLIP), so checkpoints load without renaming:
+embeddings.*, encoder.layer.N.{attention,crossattention}.{self.{query,key,value},output.{dense,LayerNorm}},
+encoder.layer.N.{intermediate.dense,output.{dense,LayerNorm}}; the decoder adds cls.predictions.*.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from blip.model.config import TextConfig
+
+# (key, value) per layer, each (B, heads, length, head_dim)
+LayerKV = tuple[torch.Tensor, torch.Tensor]
+
+
+class KVCache:
+    """Self-attention keys and values of the tokens decoded so far, one entry per layer."""
+
+    def __init__(self) -> None:
+        self.layers: list[LayerKV | None] = []
+
+    @property
+    def length(self) -> int:
+        return 0 if not self.layers or self.layers[0] is None else self.layers[0][0].shape[2]
+
+    def update(self, index: int, k: torch.Tensor, v: torch.Tensor) -> LayerKV:
+        """Append this step's k, v for layer `index` and return the whole history."""
+        while len(self.layers) <= index:
+            self.layers.append(None)
+        past = self.layers[index]
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        self.layers[index] = (k, v)
+        return k, v
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep (and duplicate) batch rows, as beam search does when beams are re-ranked."""
+        self.layers = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in self.layers]
+
+
+class QKV(nn.Module):
+    """Query/key/value projections (BERT's `attention.self`); key/value read `kv_width`-wide inputs."""
+
+    def __init__(self, hidden: int, kv_width: int):
+        super().__init__()
+        self.query = nn.Linear(hidden, hidden)
+        self.key = nn.Linear(kv_width, hidden)
+        self.value = nn.Linear(kv_width, hidden)
+
+
+class AddNorm(nn.Module):
+    """BERT's post-norm output block: LayerNorm(residual + dropout(dense(x)))."""
+
+    def __init__(self, in_dim: int, hidden: int, eps: float, dropout: float):
+        super().__init__()
+        self.dense = nn.Linear(in_dim, hidden)
+        self.LayerNorm = nn.LayerNorm(hidden, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(residual + self.dropout(self.dense(x)))
+
+
+class Attention(nn.Module):
+    """Multi-head self- or cross-attention on torch's scaled_dot_product_attention, then AddNorm."""
+
+    def __init__(self, cfg: TextConfig, kv_width: int):
+        super().__init__()
+        self.heads = cfg.heads
+        self.attention_dropout = cfg.attention_dropout
+        self.self = QKV(cfg.hidden, kv_width)
+        self.output = AddNorm(cfg.hidden, cfg.hidden, cfg.layer_norm_eps, cfg.dropout)
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (B, heads, T, D/heads)."""
+        b, t, d = x.shape
+        return x.view(b, t, self.heads, d // self.heads).transpose(1, 2)
+
+    def kv(self, source: torch.Tensor) -> LayerKV:
+        """Keys and values of `source` tokens, split into heads."""
+        return self.split(self.self.key(source)), self.split(self.self.value(source))
+
+    def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Attention of x's queries to (k, v); x's rows may be R consecutive rows per row of k and v."""
+        b, t, d = x.shape
+        q = self.split(self.self.query(x))
+        rows = k.shape[0]
+        dropout = self.attention_dropout if self.training else 0.0
+        if rows == b:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        else:
+            # Several beams (or answers) share one image: fold them into the query length so every beam attends to
+            # the same keys/values without copying them (the reference repeats the image tokens per beam).
+            r = b // rows
+            q = q.reshape(rows, r, self.heads, t, -1).transpose(1, 2).reshape(rows, self.heads, r * t, -1)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+            out = out.reshape(rows, self.heads, r, t, -1).transpose(1, 2).reshape(b, self.heads, t, -1)
+        return self.output(out.transpose(1, 2).reshape(b, t, d), x)
+
+
+class Layer(nn.Module):
+    """Self-attention, optional cross-attention to image tokens, feed-forward; each post-norm."""
+
+    def __init__(self, cfg: TextConfig, encoder_width: int | None):
+        super().__init__()
+        self.attention = Attention(cfg, cfg.hidden)
+        if encoder_width is not None:
+            self.crossattention = Attention(cfg, encoder_width)
+        self.intermediate = nn.Module()
+        self.intermediate.dense = nn.Linear(cfg.hidden, cfg.intermediate)
+        self.output = AddNorm(cfg.intermediate, cfg.hidden, cfg.layer_norm_eps, cfg.dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        self_mask: torch.Tensor | None,
+        cross: LayerKV | None,
+        cross_mask: torch.Tensor | None,
+        cache: KVCache | None,
+        index: int,
+    ) -> torch.Tensor:
+        k, v = self.attention.kv(x)
+        if cache is not None:
+            k, v = cache.update(index, k, v)
+        x = self.attention.attend(x, k, v, self_mask)
+        if cross is not None:
+            x = self.crossattention.attend(x, *cross, cross_mask)
+        return self.output(F.gelu(self.intermediate.dense(x)), x)
+
+
+class Embeddings(nn.Module):
+    """Word + absolute position embeddings, LayerNorm, dropout (BLIP's BERT has no token types)."""
+
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden, padding_idx=cfg.pad_id)
+        self.position_embeddings = nn.Embedding(cfg.max_positions, cfg.hidden)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, input_ids: torch.Tensor, start: int = 0) -> torch.Tensor:
+        positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
+        return self.dropout(self.LayerNorm(self.word_embeddings(input_ids) + self.position_embeddings(positions)))
+
+
+class TextTransformer(nn.Module):
+    """One BERT used three ways: no image (unimodal), image + bidirectional (encoder), image + causal (decoder)."""
+
+    def __init__(self, cfg: TextConfig, encoder_width: int | None):
+        super().__init__()
+        self.cfg = cfg
+        self.embeddings = Embeddings(cfg)
+        self.encoder = nn.Module()
+        self.encoder.layer = nn.ModuleList(Layer(cfg, encoder_width) for _ in range(cfg.layers))
+
+    def cross_kv(self, image_embeds: torch.Tensor) -> list[LayerKV]:
+        """Cross-attention keys/values of the image tokens for every layer: computed once, reused by every step."""
+        return [layer.crossattention.kv(image_embeds) for layer in self.encoder.layer]
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+        image_mask: torch.Tensor | None = None,
+        *,
+        cross_kv: list[LayerKV] | None = None,
+        causal: bool = False,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """Hidden states (B, T, hidden). Unimodal when neither image_embeds nor cross_kv is given.
+
+        attention_mask (B, T_total) and image_mask (B_img, N) hold 1 for tokens to attend, 0 for padding; rows of
+        input_ids may be R consecutive rows per image (beams), in which case image tensors have B/R rows.
+        """
+        past = cache.length if cache is not None else 0
+        x = self.embeddings(input_ids, start=past)
+        self_mask = _self_attention_mask(attention_mask, x.shape[1], past, causal, x.device)
+        cross_mask = None if image_mask is None else image_mask[:, None, None, :].bool()
+        if cross_kv is None and image_embeds is not None:
+            cross_kv = [None] * len(self.encoder.layer)  # computed layer by layer below (training path)
+        for i, layer in enumerate(self.encoder.layer):
+            cross = None
+            if cross_kv is not None:
+                cross = cross_kv[i] if cross_kv[i] is not None else layer.crossattention.kv(image_embeds)
+            x = layer(x, self_mask, cross, cross_mask, cache, i)
+        return x
+
+
+def _self_attention_mask(
+    attention_mask: torch.Tensor | None, t: int, past: int, causal: bool, device: torch.device
+) -> torch.Tensor | None:
+    """Boolean (B or 1, 1, T, past + T) mask: True where a query may attend; None when everything is visible."""
+    mask = None
+    if causal and t > 1:
+        mask = torch.ones(t, past + t, dtype=torch.bool, device=device).tril(diagonal=past)[None, None]
+    if attention_mask is not None and not bool(attention_mask.all()):
+        keys = attention_mask[:, None, None, :].bool()
+        mask = keys if mask is None else mask & keys
+    return mask
+
+
+class LMPredictions(nn.Module):
+    """BERT's prediction head: dense, GELU, LayerNorm, then the (tied) vocabulary projection with its own bias."""
+
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.transform = nn.Module()
+        self.transform.dense = nn.Linear(cfg.hidden, cfg.hidden)
+        self.transform.LayerNorm = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
+        self.decoder = nn.Linear(cfg.hidden, cfg.vocab_size)
+        self.bias = self.decoder.bias  # the reference registers the same bias under both names
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.transform.LayerNorm(F.gelu(self.transform.dense(x)))
+        return self.decoder(x)
+
+
+class TextDecoder(nn.Module):
+    """Image-grounded decoder: `bert` (causal MED) + `cls.predictions` LM head tied to the word embeddings."""
+
+    def __init__(self, cfg: TextConfig, encoder_width: int):
+        super().__init__()
+        self.bert = TextTransformer(cfg, encoder_width)
+        self.cls = nn.ModuleDict({"predictions": LMPredictions(cfg)})
+        self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+        image_mask: torch.Tensor | None = None,
+        *,
+        cross_kv: list[LayerKV] | None = None,
+        cache: KVCache | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        """Next-token logits (B, T, vocab), or (B, vocab) for the last position only when decoding."""
+        h = self.bert(input_ids, attention_mask, image_embeds, image_mask, cross_kv=cross_kv, causal=True, cache=cache)
+        return self.cls.predictions(h[:, -1] if last_only else h)
