@@ -1,0 +1,45 @@
+"""`blip ask`: answer a question about images, by generation or by ranking an answer list."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from blip.cli.common import add_model_args, emit, expand_images, finish, open_model, progress_bar, usable_images
+from blip.errors import BlipError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ask", help="answer a question about images",
+                       description="Answer a question about each image (a VQA checkpoint).")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("--question", "-q", required=True)
+    add_model_args(p)
+    p.add_argument("--answers", help="text file, one candidate answer a line: rank these instead of generating")
+    p.add_argument("--k-test", type=int, default=128, help="answers re-scored by full likelihood when ranking")
+    p.add_argument("--beams", type=int, default=3)
+    p.add_argument("--max-length", type=int, default=10)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    answers = None
+    if args.answers:
+        path = Path(args.answers)
+        if not path.is_file():
+            raise BlipError(f"{path}: no such answer list")
+        answers = [a.strip() for a in path.read_text(encoding="utf-8", errors="replace").splitlines() if a.strip()]
+        if not answers:
+            raise BlipError(f"{path}: answer list is empty")
+    paths = expand_images(args.images)
+    model = open_model(args, task=None)
+    images, names, skipped = usable_images(paths)
+    bar = progress_bar(len(images))
+    results = model.ask(images, [args.question], answers=answers, num_beams=args.beams, max_length=args.max_length,
+                        k_test=args.k_test, batch_size=args.batch_size, progress=bar) if images else []
+    if bar is not None:
+        bar.close()
+    for name, a in zip(names, results):
+        emit({"image": name, "question": args.question, "answer": a.text, "logprob": round(a.logprob, 4)},
+             args.json, f"{name}\t{a.text}")
+    return finish(skipped, len(paths))

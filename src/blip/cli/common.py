@@ -1,0 +1,92 @@
+"""Arguments and helpers shared by the inference commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+from blip.errors import BlipError, ImageError
+from blip.images import load_image
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+def add_model_args(p: argparse.ArgumentParser, batch_size: int = 8) -> None:
+    """--model, --tokenizer, --device, --dtype, --batch-size, --image-size and --json."""
+    p.add_argument("--model", required=True, help="checkpoint: reference .pth, transformers folder or Hub id, "
+                                                   "or a folder written by `blip convert --to blip`")
+    p.add_argument("--tokenizer", help="vocab.txt or tokenizer.json, when the checkpoint has none")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
+                   help="default: bfloat16 on cuda, float32 on cpu")
+    p.add_argument("--image-size", type=int, help="resample position embeddings to this input size")
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
+
+
+def open_model(args: argparse.Namespace, task: str | None = None):
+    """Load the model named on the command line."""
+    import blip
+
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BlipError("--device cuda given but no CUDA GPU is available")
+    dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    return blip.load(args.model, task=task, device=args.device, dtype=dtype, image_size=args.image_size,
+                     tokenizer=args.tokenizer)
+
+
+def expand_images(paths: Iterable[str]) -> list[str]:
+    """Files as given; folders expanded to the image files inside them, sorted."""
+    out: list[str] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            out += sorted(str(f) for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            out.append(p)
+    if not out:
+        raise BlipError("no images given (folders held no image files)")
+    return out
+
+
+def usable_images(paths: list[str]) -> tuple[list[Any], list[str], dict[str, int]]:
+    """Decode every image once; bad ones are reported on stderr, counted by reason and left out."""
+    images, names, skipped = [], [], {}
+    for p in paths:
+        try:
+            images.append(load_image(p))
+            names.append(p)
+        except ImageError as e:
+            print(f"blip: skipped {e}", file=sys.stderr)
+            skipped[e.reason] = skipped.get(e.reason, 0) + 1
+    return images, names, skipped
+
+
+def finish(skipped: dict[str, int], total: int) -> int:
+    """Print the skip summary; exit status 1 when any input was skipped, 2 when all were."""
+    if not skipped:
+        return 0
+    n = sum(skipped.values())
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(skipped.items()))
+    print(f"blip: {n} of {total} inputs skipped ({summary})", file=sys.stderr)
+    return 2 if n == total else 1
+
+
+def emit(record: dict[str, Any], as_json: bool, text: str) -> None:
+    """One result: a JSON line or a human line."""
+    print(json.dumps(record, ensure_ascii=False) if as_json else text, flush=True)
+
+
+def progress_bar(total: int, unit: str = "img"):
+    """A tqdm bar on stderr for more than a handful of items, else None."""
+    if total <= 8 or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, file=sys.stderr)
