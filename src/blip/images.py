@@ -11,6 +11,8 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from blip.errors import ImageError
+
 # Decoding more pixels than this is refused (PIL's own default: about 89 MP); PIL only warns below 2x the limit.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
