@@ -86,7 +86,7 @@ def test_pretrain_style_pth_with_momentum_and_queues(hf_models, pixels, tmp_path
     model, _, report = load_checkpoint(tmp_path / "model_base.pth", tokenizer=folder / "vocab.txt")
     assert set(model.cfg.parts) == {"text_encoder", "text_decoder", "itc", "itm"}
     assert any(k.startswith("visual_encoder_m.") for k in report.ignored) and "image_queue" in report.ignored
-    assert float(model.temp) == pytest.approx(0.05)
+    assert model.temp.item() == pytest.approx(0.05)
     ids = torch.tensor([[ENC, 5, 6, 7, 3]])
     with torch.no_grad():
         ref = hf_ret(input_ids=ids, pixel_values=pixels[:1], use_itm_head=True).itm_score

@@ -1,0 +1,1 @@
+"""Training: the pretraining objective and (next) the one trainer every task uses."""
