@@ -26,27 +26,28 @@ from blip.tokenizer import Tokenizer
 
 OWN_FORMAT = "blip"
 
-# transformers name -> reference name, for the vision tower only.
-_HF_TO_REF = [
-    (r"^vision_model\.embeddings\.class_embedding$", "visual_encoder.cls_token"),
-    (r"^vision_model\.embeddings\.position_embedding$", "visual_encoder.pos_embed"),
-    (r"^vision_model\.embeddings\.patch_embedding\.", "visual_encoder.patch_embed.proj."),
-    (r"^vision_model\.post_layernorm\.", "visual_encoder.norm."),
-    (r"^vision_model\.encoder\.layers\.(\d+)\.self_attn\.projection\.", r"visual_encoder.blocks.\1.attn.proj."),
-    (r"^vision_model\.encoder\.layers\.(\d+)\.self_attn\.qkv\.", r"visual_encoder.blocks.\1.attn.qkv."),
-    (r"^vision_model\.encoder\.layers\.(\d+)\.layer_norm(\d)\.", r"visual_encoder.blocks.\1.norm\2."),
-    (r"^vision_model\.encoder\.layers\.(\d+)\.mlp\.", r"visual_encoder.blocks.\1.mlp."),
+# (transformers name, reference name) for the vision tower, the only part transformers renames; {i} is a block.
+_VISION_NAMES = [
+    ("vision_model.embeddings.class_embedding", "visual_encoder.cls_token"),
+    ("vision_model.embeddings.position_embedding", "visual_encoder.pos_embed"),
+    ("vision_model.embeddings.patch_embedding.", "visual_encoder.patch_embed.proj."),
+    ("vision_model.post_layernorm.", "visual_encoder.norm."),
+    ("vision_model.encoder.layers.{i}.self_attn.projection.", "visual_encoder.blocks.{i}.attn.proj."),
+    ("vision_model.encoder.layers.{i}.self_attn.qkv.", "visual_encoder.blocks.{i}.attn.qkv."),
+    ("vision_model.encoder.layers.{i}.layer_norm1.", "visual_encoder.blocks.{i}.norm1."),
+    ("vision_model.encoder.layers.{i}.layer_norm2.", "visual_encoder.blocks.{i}.norm2."),
+    ("vision_model.encoder.layers.{i}.mlp.", "visual_encoder.blocks.{i}.mlp."),
 ]
-_REF_TO_HF = [
-    (r"^visual_encoder\.cls_token$", "vision_model.embeddings.class_embedding"),
-    (r"^visual_encoder\.pos_embed$", "vision_model.embeddings.position_embedding"),
-    (r"^visual_encoder\.patch_embed\.proj\.", "vision_model.embeddings.patch_embedding."),
-    (r"^visual_encoder\.norm\.", "vision_model.post_layernorm."),
-    (r"^visual_encoder\.blocks\.(\d+)\.attn\.proj\.", r"vision_model.encoder.layers.\1.self_attn.projection."),
-    (r"^visual_encoder\.blocks\.(\d+)\.attn\.qkv\.", r"vision_model.encoder.layers.\1.self_attn.qkv."),
-    (r"^visual_encoder\.blocks\.(\d+)\.norm(\d)\.", r"vision_model.encoder.layers.\1.layer_norm\2."),
-    (r"^visual_encoder\.blocks\.(\d+)\.mlp\.", r"vision_model.encoder.layers.\1.mlp."),
-]
+
+
+def _rule(src: str, dst: str) -> tuple[str, str]:
+    """A regex rule from a name template: a trailing '.' matches a prefix, otherwise the whole name."""
+    pattern = "^" + re.escape(src).replace(r"\{i\}", r"(\d+)") + ("" if src.endswith(".") else "$")
+    return pattern, dst.replace("{i}", r"\1")
+
+
+_HF_TO_REF = [_rule(hf, ref) for hf, ref in _VISION_NAMES]
+_REF_TO_HF = [_rule(ref, hf) for hf, ref in _VISION_NAMES]
 # Training state a checkpoint may carry that an inference model does not use: momentum encoders, feature queues,
 # BERT's position_ids buffer and pooler.
 _TRAINING_ONLY = re.compile(r"(^[a-z_]+_m\.|_queue$|^queue_ptr$|^ptr_queue$|\.position_ids$|\.pooler\.)")
