@@ -7,27 +7,15 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import torch
-from torchvision import transforms
-from torchvision.transforms import InterpolationMode
 
+from blip.data.text import pre_question
+from blip.data.transforms import eval_transform
 from blip.errors import BlipError
 from blip.generation import GenerationConfig, generate
 from blip.images import ImageSource, load_image
 from blip.model.blip import BlipModel
 from blip.model.losses import lm_loss
 from blip.tokenizer import Tokenizer
-
-MEAN = (0.48145466, 0.4578275, 0.40821073)
-STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def eval_transform(image_size: int) -> transforms.Compose:
-    """Bicubic resize to a square, to tensor, CLIP normalisation (the reference's test transform)."""
-    return transforms.Compose([
-        transforms.Resize((image_size, image_size), interpolation=InterpolationMode.BICUBIC),
-        transforms.ToTensor(),
-        transforms.Normalize(MEAN, STD),
-    ])
 
 
 @dataclass
@@ -198,8 +186,6 @@ class Blip:
         self._need("text_decoder", "VQA")
         if self.cfg.decoder_input != "question":
             raise BlipError("this model's decoder reads images, not questions: load a VQA checkpoint for ask()")
-        from blip.data.text import pre_question
-
         images, questions = _pair(images, questions)
         out: list[Answer] = []
         for s in _batches(len(questions), batch_size):
