@@ -61,3 +61,13 @@ def hf_models(tmp_path_factory):
 def pixels():
     torch.manual_seed(1)
     return torch.randn(3, 3, 32, 32)
+
+
+@pytest.fixture(scope="session")
+def synth_world(tmp_path_factory):
+    """A small synthetic world written by `blip data synth`'s generator."""
+    from blip.data.synth import generate
+
+    out = tmp_path_factory.mktemp("synth")
+    generate(out, num_images=120, seed=0, noise=0.4, workers=1)
+    return out

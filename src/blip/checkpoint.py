@@ -328,13 +328,16 @@ def load_checkpoint(
 
 
 def _dedupe(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Keep one name per shared tensor (safetensors refuses aliases); loading re-ties them."""
+    """Tensors safetensors can write: the LM head's tied aliases are dropped (loading re-ties them), any other
+    shared tensor (the pretraining encoder/decoder sharing) is stored under each name."""
     seen: set[tuple[int, int, tuple[int, ...]]] = set()
     out = {}
     for k, v in sd.items():
         key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape))
         if key in seen:
-            continue
+            if k.endswith(("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")):
+                continue
+            v = v.clone()
         seen.add(key)
         out[k] = v.detach().contiguous()
     return out

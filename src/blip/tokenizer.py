@@ -75,6 +75,16 @@ class Tokenizer:
         tok.train_from_iterator(texts, WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS)))
         return cls(tok)
 
+    @classmethod
+    def from_texts(cls, texts: Iterable[str]) -> "Tokenizer":
+        """A whole-word vocabulary of every word in `texts` (deterministic; for small closed worlds)."""
+        probe = cls.from_vocab(list(SPECIALS))
+        words: set[str] = set()
+        for text in texts:
+            normal = probe.tok.normalizer.normalize_str(text)
+            words.update(w for w, _ in probe.tok.pre_tokenizer.pre_tokenize_str(normal))
+        return cls.from_vocab(list(SPECIALS) + sorted(words - set(SPECIALS)))
+
     def __len__(self) -> int:
         return self.tok.get_vocab_size(with_added_tokens=True)
 

@@ -101,6 +101,12 @@ class SkipCounter:
         """Counts as plain data (for logs and JSON)."""
         return {"used": self.used, "skipped": dict(sorted(self.skipped.items())), "examples": self.examples}
 
+    def load(self, state: dict[str, Any]) -> None:
+        """Restore counts saved with as_dict, so a resumed job keeps counting where it stopped."""
+        self.used = int(state["used"])
+        self.skipped = Counter({k: int(v) for k, v in state["skipped"].items()})
+        self.examples = {k: list(v) for k, v in state["examples"].items()}
+
     def summary(self) -> str:
         """One line: how many samples were used and skipped, by reason."""
         if not self.skipped:

@@ -31,6 +31,9 @@ class BlipModel(nn.Module):
             self.temp = nn.Parameter(torch.tensor(0.07))
         if "itm" in cfg.parts:
             self.itm_head = nn.Linear(hidden, 2)
+        for name, module in self.named_children():
+            if name != "visual_encoder":  # timm initialises the ViT its own way
+                module.apply(_bert_init)
 
     def has(self, part: str) -> bool:
         """Whether this model carries a part (text_encoder, text_decoder, itc, itm)."""
@@ -64,3 +67,16 @@ class BlipModel(nn.Module):
     def itc_temperature(self) -> torch.Tensor:
         """The learnable ITC temperature, clamped to [0.001, 0.5] as in the reference."""
         return self.temp.clamp(0.001, 0.5)
+
+
+def _bert_init(module: nn.Module) -> None:
+    """BERT's initialisation (normal 0.02, zero biases, unit LayerNorm): training from scratch diverges without it."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+    if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+        nn.init.zeros_(module.weight[module.padding_idx])
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+    if isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

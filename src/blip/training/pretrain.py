@@ -70,8 +70,13 @@ class BlipPretrain(BlipModel):
         self.queue_ptr[0] = (ptr + n) % self.queue_size
 
     def forward(self, pixels: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                alpha: float = 0.4, generator: torch.Generator | None = None) -> PretrainLosses:
-        """Losses for a local batch of image-caption pairs (input_ids start with [CLS])."""
+                alpha: float = 0.4, generator: torch.Generator | None = None,
+                hardest_negatives: bool = False) -> PretrainLosses:
+        """Losses for a local batch of image-caption pairs (input_ids start with [CLS]).
+
+        ITM negatives are sampled by similarity as in the paper; `hardest_negatives` takes the most similar one
+        instead (deterministic, for testing that N ranks equal one process).
+        """
         cfg = self.cfg.text
         with torch.no_grad():
             self.temp.clamp_(0.001, 0.5)
@@ -112,8 +117,11 @@ class BlipPretrain(BlipModel):
             w_t2i = F.softmax(sim_t2i[:, :n_all].float(), dim=1) + 1e-4
             w_i2t[torch.arange(b), rows] = 0
             w_t2i[torch.arange(b), rows] = 0
-            neg_text = torch.multinomial(w_i2t, 1, generator=generator).squeeze(1)
-            neg_image = torch.multinomial(w_t2i, 1, generator=generator).squeeze(1)
+            if hardest_negatives:
+                neg_text, neg_image = w_i2t.argmax(dim=1), w_t2i.argmax(dim=1)
+            else:
+                neg_text = torch.multinomial(w_i2t, 1, generator=generator).squeeze(1)
+                neg_image = torch.multinomial(w_t2i, 1, generator=generator).squeeze(1)
         itm_ids = torch.cat([enc_ids, enc_ids, ids_all[neg_text]])
         itm_mask = torch.cat([attention_mask, attention_mask, mask_all[neg_text]])
         itm_images = torch.cat([image_embeds, image_embeds_all[neg_image], image_embeds])

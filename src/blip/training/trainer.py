@@ -1,0 +1,345 @@
+"""The one trainer every task uses: torchrun DDP or a plain process, exact resume, atomic checkpoints.
+
+A task gives a model, a map-style dataset of samples and a loss function; the trainer owns the data order
+(seeded by epoch, split by rank), per-sample augmentation seeds (so resuming, or changing the number of loader
+workers, replays the same augmentations), the optimiser and schedule, bf16 autocast, gradient accumulation,
+checkpoints every N steps (temporary file, then rename; the last K kept) and the logs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from blip.data.robust import CountingLoader, SkipCounter, collate
+from blip.errors import BlipError
+from blip.training.distributed import is_distributed, rank, world_size
+
+LossFn = Callable[[nn.Module, dict[str, Any], "StepInfo"], dict[str, torch.Tensor]]
+
+
+class TrainingError(BlipError):
+    """Training cannot go on (non-finite loss, unusable resume state)."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping; the paper's recipes live in configs/*.yaml."""
+
+    out: str = "runs/train"
+    epochs: int = 1
+    batch_size: int = 32  # per rank, per micro-step
+    grad_accum: int = 1
+    lr: float = 3e-4
+    min_lr: float = 1e-6
+    schedule: str = "step"  # "step": warmup then lr * decay^epoch (pretraining); "cosine": per-epoch cosine to min_lr
+    warmup_steps: int = 3000
+    warmup_lr: float = 1e-6
+    lr_decay: float = 0.9
+    weight_decay: float = 0.05
+    checkpoint_every: int = 1000
+    keep: int = 2
+    log_every: int = 10
+    seed: int = 42
+    num_workers: int = 2
+    bf16: bool | None = None  # default: on CUDA only
+    max_steps: int | None = None  # stop after this many optimiser steps (tests, smoke runs)
+    progress: bool = True
+    deterministic: bool = False  # bitwise-reproducible kernels (slower); makes resumed runs equal to straight ones
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StepInfo:
+    """Where training is; tasks use `epoch_progress` for ramps such as ITC's alpha."""
+
+    step: int
+    epoch: int
+    batch_in_epoch: int
+    batches_per_epoch: int
+
+    @property
+    def epoch_progress(self) -> float:
+        return self.epoch + self.batch_in_epoch / max(1, self.batches_per_epoch)
+
+
+def lr_at(cfg: TrainConfig, epoch: int, batch_in_epoch: int, steps_per_epoch: int) -> float:
+    """The reference schedules as a pure function of the position, so resuming needs no scheduler state."""
+    if cfg.schedule == "cosine":
+        return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
+    if epoch == 0:
+        step = batch_in_epoch // cfg.grad_accum
+        if step < cfg.warmup_steps:
+            return min(cfg.lr, cfg.warmup_lr + (cfg.lr - cfg.warmup_lr) * step / cfg.warmup_steps)
+        return cfg.lr
+    return max(cfg.min_lr, cfg.lr * cfg.lr_decay ** epoch)
+
+
+class EpochSampler(Sampler[int]):
+    """This rank's share of a permutation seeded by (seed, epoch), from a start position; yields global keys."""
+
+    def __init__(self, n: int, seed: int, epoch: int, start: int, batch_size: int):
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(n, generator=g)
+        per_rank = n // world_size() // batch_size * batch_size  # equal full batches on every rank
+        mine = order[rank() :: world_size()][:per_rank]
+        self.keys = (mine[start:] + epoch * n).tolist()  # key = epoch * n + index: the seed of its augmentation
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.keys)
+
+
+class SeededDataset(Dataset):
+    """Each sample's augmentation is drawn from a seed of (run seed, epoch, index), not from worker RNG state."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: int) -> Any:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed * 1_000_003 + key)
+            return self.dataset[key % len(self)]
+
+
+def setup_distributed() -> torch.device:
+    """Join the torchrun process group when launched by torchrun (NCCL on GPU, gloo on CPU); pick the device."""
+    if "RANK" in os.environ and not is_distributed():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": [np.random.get_state()[0], torch.from_numpy(np.random.get_state()[1].copy()),
+                       *np.random.get_state()[2:]]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(tuple(state["python"][:1]) + (tuple(state["python"][1]),) + tuple(state["python"][2:]))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy(), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    # The reference applies weight decay to every parameter; so do we, keeping the groups explicit for tasks.
+    return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+
+
+class Trainer:
+    """Runs `loss_fn` over `dataset` with AdamW; `fit()` resumes from the newest checkpoint in `cfg.out`."""
+
+    def __init__(self, cfg: TrainConfig, model: nn.Module, dataset: Dataset, loss_fn: LossFn,
+                 collate_fn: Callable[[list[Any]], dict[str, Any]] = collate):
+        self.cfg = cfg
+        self.device = setup_distributed()
+        self.model = model.to(self.device)
+        self.dataset = SeededDataset(dataset, cfg.seed)
+        self.loss_fn = loss_fn
+        self.collate_fn = collate_fn
+        self.out = Path(cfg.out)
+        self.bf16 = cfg.bf16 if cfg.bf16 is not None else self.device.type == "cuda"
+        self.ddp = nn.parallel.DistributedDataParallel(self.model) if is_distributed() else self.model
+        self.optimizer = torch.optim.AdamW(_param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0  # micro-batches of this epoch already consumed
+        self.skips = SkipCounter()
+        self.history: list[dict[str, float]] = []
+        per_rank = len(dataset) // world_size() // cfg.batch_size  # type: ignore[arg-type]
+        self.batches_per_epoch = per_rank
+        if per_rank == 0:
+            raise TrainingError(f"{len(dataset)} samples cannot fill one batch of {cfg.batch_size} on "  # type: ignore
+                                f"{world_size()} rank(s)")
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoints(self) -> list[Path]:
+        """Checkpoints in the output folder, oldest first."""
+        return sorted(self.out.glob("checkpoint-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+
+    def save(self) -> Path:
+        """Write a checkpoint atomically (rank 0) and keep the newest `keep`."""
+        path = self.out / f"checkpoint-{self.step:08d}.pt"
+        if rank() == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+                     "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "rng": _rng_state(),
+                     "skips": self.skips.as_dict(), "config": asdict(self.cfg)}
+            tmp = path.with_suffix(".tmp")
+            torch.save(state, tmp)
+            os.replace(tmp, path)
+            for old in self.checkpoints()[: -self.cfg.keep]:
+                old.unlink()
+        if is_distributed():
+            dist.barrier()
+        return path
+
+    def resume(self) -> bool:
+        """Load the newest checkpoint if there is one; True when resumed."""
+        found = self.checkpoints()
+        if not found:
+            return False
+        try:
+            state = torch.load(found[-1], map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001
+            raise TrainingError(f"{found[-1]}: cannot resume from it ({type(e).__name__}: {e})") from None
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        _set_rng_state(state["rng"])
+        self.skips.load(state["skips"])
+        self._truncate_log()
+        return True
+
+    # ------------------------------------------------------------------ logging
+    def _truncate_log(self) -> None:
+        """Drop log lines written after the checkpoint we resume from (a killed run wrote them)."""
+        log = self.out / "metrics.jsonl"
+        if rank() != 0 or not log.exists():
+            return
+        keep = [line for line in log.read_text().splitlines() if line and json.loads(line)["step"] <= self.step]
+        log.write_text("".join(line + "\n" for line in keep))
+
+    def _log(self, record: dict[str, float]) -> None:
+        if rank() != 0:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for k, v in record.items():
+                if k != "step":
+                    self._tb.add_scalar(k, v, record["step"])
+
+    # ------------------------------------------------------------------ the loop
+    def _loader(self) -> CountingLoader:
+        sampler = EpochSampler(len(self.dataset), self.cfg.seed, self.epoch, self.batch_in_epoch * self.cfg.batch_size,
+                               self.cfg.batch_size)
+        loader = DataLoader(self.dataset, batch_size=self.cfg.batch_size, sampler=sampler, drop_last=True,
+                            num_workers=self.cfg.num_workers, collate_fn=self.collate_fn,
+                            generator=torch.Generator().manual_seed(self.cfg.seed + self.epoch),
+                            persistent_workers=False, pin_memory=self.device.type == "cuda")
+        return CountingLoader(loader, counter=self.skips, report=False)
+
+    def fit(self, resume: bool = True) -> list[dict[str, float]]:
+        """Train to the end (or max_steps); returns the logged records of this process."""
+        before = torch.are_deterministic_algorithms_enabled()
+        if self.cfg.deterministic:
+            # Some backward kernels (index_add, embedding) accumulate in a thread-dependent order.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+        try:
+            return self._fit(resume)
+        finally:
+            torch.use_deterministic_algorithms(before)
+
+    def _fit(self, resume: bool) -> list[dict[str, float]]:
+        cfg = self.cfg
+        if resume:
+            self.resume()
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.out / "tb")) if rank() == 0 else None
+        except ImportError:
+            self._tb = None
+        total_steps = cfg.epochs * self.batches_per_epoch // cfg.grad_accum
+        if cfg.max_steps is not None:
+            total_steps = min(total_steps, cfg.max_steps)
+        bar = None
+        if cfg.progress and rank() == 0 and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            bar = tqdm(total=total_steps, initial=self.step, unit="step", file=sys.stderr)
+        self.model.train()
+        micro = 0
+        t_last = time.perf_counter()
+        while self.epoch < cfg.epochs and self.step < total_steps:
+            for batch in self._loader():
+                self.batch_in_epoch += 1
+                info = StepInfo(self.step, self.epoch, self.batch_in_epoch - 1, self.batches_per_epoch)
+                lr = lr_at(cfg, self.epoch, self.batch_in_epoch - 1, self.batches_per_epoch)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                micro += 1
+                last_micro = micro % cfg.grad_accum == 0
+                sync = last_micro or not is_distributed()
+                ctx = self.ddp.no_sync() if not sync else _null()
+                with ctx, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                    losses = self.loss_fn(self.ddp, _to(batch, self.device), info)
+                    loss = losses["loss"]
+                    if not torch.isfinite(loss):
+                        raise TrainingError(f"loss is {float(loss)} at step {self.step} (epoch {self.epoch}); "
+                                            f"resume from the last checkpoint in {self.out} with a lower lr")
+                    (loss / cfg.grad_accum).backward()
+                if not last_micro:
+                    continue
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                now = time.perf_counter()
+                record = {"step": self.step, "epoch": self.epoch, "lr": lr,
+                          **{k: float(v.detach()) for k, v in losses.items()},
+                          "samples_per_s": cfg.batch_size * cfg.grad_accum * world_size() / (now - t_last)}
+                t_last = now
+                self.history.append(record)
+                if self.step % cfg.log_every == 0 or self.step == total_steps:
+                    self._log(record)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", sps=f"{record['samples_per_s']:.1f}")
+                if self.step % cfg.checkpoint_every == 0:
+                    self.save()
+                if self.step >= total_steps:
+                    break
+            else:
+                self.epoch += 1
+                self.batch_in_epoch = 0
+        if bar is not None:
+            bar.close()
+        if not self.checkpoints() or int(self.checkpoints()[-1].stem.split("-")[1]) != self.step:
+            self.save()
+        if self.skips.total_skipped and rank() == 0:
+            print(f"blip: {self.skips.summary()}", file=sys.stderr)
+        return self.history
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

@@ -1,0 +1,58 @@
+"""The trainer: exact resume after a kill, and torchrun (2 processes, gloo) equal to one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from blip.cli.pretrain import load_recipe
+from blip.tasks.pretrain import pretrain
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def recipe(synth: Path, out: Path, max_steps: int) -> dict:
+    r = load_recipe(str(ROOT / "configs/pretrain_tiny_synth.yaml"), [])
+    r["data"] = [{"reader": "pretrain_json", "path": str(synth / "pretrain.json"), "image_root": str(synth)}]
+    r["queue_size"] = 32
+    r["model"]["overrides"] = {"vision.depth": 1, "text.layers": 1}
+    r["train"].update(out=str(out), batch_size=8, max_steps=max_steps, checkpoint_every=2, log_every=1,
+                      num_workers=0, warmup_steps=2, deterministic=True)
+    return r
+
+
+def test_resume_after_kill_is_exact(tmp_path, synth_world):
+    straight = pretrain(recipe(synth_world, tmp_path / "a", 4))
+    pretrain(recipe(synth_world, tmp_path / "b", 2))  # "killed" after step 2 (its last checkpoint)
+    resumed = pretrain(recipe(synth_world, tmp_path / "b", 4), resume=True)
+    logs = [[json.loads(x) for x in (p.parent / "metrics.jsonl").read_text().splitlines()] for p in (straight, resumed)]
+    keys = ("loss", "itc", "itm", "lm", "lr")
+    assert [[r[k] for k in keys] for r in logs[0]] == [[r[k] for k in keys] for r in logs[1]]
+    from safetensors.torch import load_file
+
+    a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_processes_equal_one_on_the_whole_batch(tmp_path):
+    script = ROOT / "tests" / "ddp_equivalence.py"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    single = subprocess.run([sys.executable, str(script), str(tmp_path / "one.pt")], env=env, capture_output=True,
+                            text=True)
+    assert single.returncode == 0, single.stderr
+    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                            "--master_port", "29533", str(script), str(tmp_path / "two.pt")], env=env,
+                           capture_output=True, text=True)
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    for name in ("itc", "itm", "lm"):
+        assert abs(one[name] - two[name]) <= 1e-5, name
+    assert one["grads"].keys() == two["grads"].keys()
+    worst = max(float((one["grads"][k] - two["grads"][k]).abs().max()) for k in one["grads"])
+    assert worst <= 1e-5
+    assert torch.allclose(one["queue"], two["queue"], atol=1e-6)
