@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 import blip
-from blip.cli.pretrain import load_recipe
+from blip.cli.common import load_recipe
 from blip.data.synth import generate
 from blip.tasks.pretrain import pretrain
 from blip.tasks.retrieval import evaluate_retrieval

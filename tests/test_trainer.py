@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from blip.cli.pretrain import load_recipe
+from blip.cli.common import load_recipe
 from blip.tasks.pretrain import pretrain
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
+import yaml
+
 from blip.errors import BlipError, ImageError
 from blip.images import load_image
 
@@ -90,3 +92,35 @@ def progress_bar(total: int, unit: str = "img"):
     from tqdm import tqdm
 
     return tqdm(total=total, unit=unit, file=sys.stderr)
+
+
+def add_recipe_args(p: argparse.ArgumentParser) -> None:
+    """--config, --resume and --set for the training commands."""
+    p.add_argument("--config", required=True, help="YAML recipe (see configs/)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the out folder")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe entry, e.g. train.epochs=2 or data.0.path=x.json (YAML values)")
+
+
+def load_recipe(path: str, sets: list[str]) -> dict:
+    """Read a YAML recipe and apply dotted KEY=VALUE overrides."""
+    file = Path(path)
+    if not file.is_file():
+        raise BlipError(f"{path}: no such recipe")
+    try:
+        recipe = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise BlipError(f"{path}: not valid YAML ({e})") from None
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise BlipError(f"--set {item!r}: expected KEY=VALUE")
+        node = recipe
+        *parents, leaf = key.split(".")
+        try:
+            for name in parents:  # list items by index: data.0.path=...
+                node = node[int(name)] if isinstance(node, list) else node.setdefault(name, {})
+            node[int(leaf) if isinstance(node, list) else leaf] = yaml.safe_load(value)
+        except (IndexError, ValueError, TypeError):
+            raise BlipError(f"--set {item!r}: no such place in the recipe") from None
+    return recipe

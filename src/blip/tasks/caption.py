@@ -1,0 +1,94 @@
+"""Captioning: fine-tune the image-grounded decoder with the prompt excluded from the loss; evaluate with the
+shared generation loop and the COCO caption toolkit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from blip.api import Blip
+from blip.checkpoint import load_checkpoint, save_pretrained
+from blip.data import PairDataset, read_karpathy_eval, train_transform
+from blip.data.robust import SkipCounter
+from blip.errors import ImageError
+from blip.evaluation.captioning import caption_metrics, write_caption_results
+from blip.images import load_image
+from blip.model.blip import BlipModel
+from blip.model.losses import lm_loss
+from blip.tasks.pretrain import read_sources
+from blip.training.distributed import rank
+from blip.training.trainer import StepInfo, TrainConfig, Trainer
+
+
+class CaptionTraining(nn.Module):
+    """LM loss of prompt + caption given the image; prompt tokens are not targets (reference BLIP_Decoder)."""
+
+    def __init__(self, model: BlipModel, prompt_tokens: int):
+        super().__init__()
+        self.model = model
+        self.prompt_tokens = prompt_tokens
+
+    def forward(self, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        ids = ids.clone()
+        ids[:, 0] = self.model.cfg.text.dec_id
+        logits = self.model.text_decoder(ids, mask, self.model.encode_image(pixels))
+        per_row = lm_loss(logits, ids, mask, self.model.cfg.label_smoothing, ignore_prefix=self.prompt_tokens)
+        targets = mask[:, self.prompt_tokens:].sum().clamp_min(1)
+        return per_row.sum() / targets
+
+
+def finetune_caption(recipe: dict[str, Any], resume: bool = False) -> Path:
+    """Fine-tune a captioner from `recipe['init']`; returns the folder of the final model."""
+    train = TrainConfig(**{"schedule": "cosine", "min_lr": 0.0, **recipe.get("train", {})})
+    model, tok, _ = load_checkpoint(recipe["init"], task="caption", image_size=recipe.get("image_size"),
+                                    tokenizer=recipe.get("tokenizer"))
+    if tok is None:  # a reference .pth: BLIP's tokenizer is bert-base-uncased's vocabulary
+        from blip import _bert_tokenizer
+
+        tok = _bert_tokenizer()
+    prompt = recipe.get("prompt", "a picture of ")
+    prompt_tokens = len(tok.encode(prompt)) - 1  # [DEC] + the prompt's words, without [SEP]
+    counter = SkipCounter()
+    records = read_sources(recipe["data"], counter)
+    size = model.cfg.vision.image_size
+    dataset = PairDataset(records, train_transform(size), max_words=recipe.get("max_words", 30), prompt=prompt,
+                          mirror=recipe.get("mirror", False))
+    max_tokens = recipe.get("max_tokens", 40)
+
+    def loss_fn(m: nn.Module, batch: dict[str, Any], info: StepInfo) -> dict[str, torch.Tensor]:
+        ids, mask = tok(batch["caption"], max_length=max_tokens)
+        device = batch["image"].device
+        return {"loss": m(batch["image"], ids.to(device), mask.to(device))}
+
+    trainer = Trainer(train, CaptionTraining(model, prompt_tokens), dataset, loss_fn)
+    trainer.skips.merge(counter)
+    trainer.fit(resume=resume)
+    final = Path(train.out) / "model"
+    if rank() == 0:
+        save_pretrained(model, tok, final)
+    return final
+
+
+def evaluate_caption(model: Blip, annotation: str, image_root: str = "", out: str | None = None,
+                     meteor: bool = True, batch_size: int = 32, **generation: Any) -> dict[str, float]:
+    """Caption every image of a Karpathy val/test file (beam 3, max 20, min 5 by default) and score it."""
+    rs = read_karpathy_eval(annotation, image_root=image_root)
+    images, ids, skipped = [], [], 0
+    for path, image_id in zip(rs.images, rs.image_ids):
+        try:
+            images.append(load_image(path))
+            ids.append(image_id)
+        except ImageError:
+            skipped += 1
+    captions = model.caption(images, batch_size=batch_size, **generation)
+    candidates = {i: c.text for i, c in zip(ids, captions)}
+    references = {rs.image_ids[i]: [rs.texts[t] for t in rs.img2txt[i]] for i in range(len(rs.images))}
+    metrics = caption_metrics({i: references[i] for i in ids}, candidates, meteor=meteor)
+    if out:
+        write_caption_results(out, candidates)
+        Path(out).with_suffix(".metrics.json").write_text(json.dumps({**metrics, "skipped_images": skipped}))
+    return metrics
