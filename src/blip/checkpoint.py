@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from blip.errors import CheckpointError
 from blip.model.blip import BlipModel
-from blip.model.config import PARTS, BlipConfig, TASK_PARTS, TextConfig, VisionConfig
+from blip.model.config import PARTS, TASK_PARTS, BlipConfig, TextConfig, VisionConfig, for_task
 from blip.model.vision import resample_pos_embed
 from blip.tokenizer import Tokenizer
 
@@ -152,7 +152,9 @@ def infer_config(sd: dict[str, torch.Tensor]) -> BlipConfig:
     # A VQA decoder exists beside an encoder and no ITC heads (it reads the question's states, not the image).
     decoder_input = "question" if key in sd and "text_encoder" in parts and "itc" not in parts else "image"
     embed_dim = sd["vision_proj.weight"].shape[0] if "vision_proj.weight" in sd else 256
-    return BlipConfig(vision=vision, text=text, embed_dim=embed_dim, parts=tuple(parts), decoder_input=decoder_input)
+    nlvr = "cls_head.0.weight" in sd
+    return BlipConfig(vision=vision, text=text, embed_dim=embed_dim, parts=tuple(parts), decoder_input=decoder_input,
+                      nlvr=nlvr)
 
 
 def _has_part(sd: dict[str, torch.Tensor], part: str) -> bool:
@@ -191,6 +193,21 @@ def config_from_transformers(hf: dict[str, Any], sd: dict[str, torch.Tensor]) ->
                       parts=shapes.parts, decoder_input=shapes.decoder_input)
 
 
+def twin_cross_attention(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Copy each text-encoder cross-attention into NLVR2's two branches (the reference's NLVR2 initialisation)."""
+    out = {}
+    for k, v in sd.items():
+        if k.startswith("text_encoder.") and ".crossattention.self." in k:
+            for i in (0, 1):
+                out[k.replace(".crossattention.self.", f".crossattention.self{i}.")] = v.clone()
+        elif k.startswith("text_encoder.") and ".crossattention.output.dense." in k:
+            for i in (0, 1):
+                out[k.replace(".crossattention.output.dense.", f".crossattention.output.dense{i}.")] = v.clone()
+        else:
+            out[k] = v
+    return out
+
+
 def _tied_groups(model: torch.nn.Module) -> list[set[str]]:
     """Names that share one tensor in the built model (LM head tied to embeddings, shared encoder/decoder)."""
     groups: dict[int, set[str]] = {}
@@ -207,7 +224,11 @@ def _summarise(keys: list[str], limit: int = 6) -> str:
 def build_and_load(
     cfg: BlipConfig, sd: dict[str, torch.Tensor], fmt: str, allow_missing: bool | list[str] = False
 ) -> tuple[BlipModel, LoadReport]:
-    """Build a model for cfg, load reference-named `sd` into it, and report; missing keys fail unless allowed."""
+    """Build a model for cfg, load reference-named `sd` into it, and report.
+
+    Missing weights fail unless allowed: allow_missing=True allows all, a list allows names containing any of its
+    strings (e.g. ["cls_head."] when a new head is to be trained).
+    """
     model = BlipModel(cfg)
     report = LoadReport(format=fmt)
     own = model.state_dict()
@@ -215,6 +236,9 @@ def build_and_load(
     if "visual_encoder.pos_embed" in sd:
         sd["visual_encoder.pos_embed"] = resample_pos_embed(sd["visual_encoder.pos_embed"], cfg.vision.image_size,
                                                             cfg.vision.patch_size)
+    if cfg.nlvr and not any(".crossattention.self0." in k for k in sd):
+        sd = twin_cross_attention(sd)
+        report.defaulted.append("NLVR2 branches self0/self1, dense0/dense1 copied from the single cross-attention")
     if "itc" in cfg.parts and "temp" not in sd:
         report.defaulted.append("temp = 0.07 (training only; not in the checkpoint)")
         sd["temp"] = torch.tensor(0.07)
@@ -226,7 +250,8 @@ def build_and_load(
     tied = _tied_groups(model)
     missing = [k for k in own if k not in sd and not any(k in g and g & sd.keys() for g in tied)]
     if missing:
-        allowed = missing if allow_missing is True else [k for k in missing if k in (allow_missing or [])]
+        patterns = allow_missing or []
+        allowed = missing if allow_missing is True else [k for k in missing if any(p in k for p in patterns)]
         refused = [k for k in missing if k not in allowed]
         if refused:
             hint = f"; keys it has but this model does not use: {_summarise(unexpected)}" if unexpected else ""
@@ -312,7 +337,7 @@ def load_checkpoint(
     if task is not None:
         if task not in TASK_PARTS:
             raise CheckpointError(f"unknown task {task!r}; known: {', '.join(TASK_PARTS)}")
-        cfg = cfg.replace(parts=list(TASK_PARTS[task]), decoder_input="question" if task == "vqa" else "image")
+        cfg = for_task(cfg, task)
     if image_size is not None:
         cfg = cfg.replace(**{"vision.image_size": image_size})
     if overrides:

@@ -20,7 +20,7 @@ class BlipModel(nn.Module):
         width, hidden = cfg.vision.width, cfg.text.hidden
         self.visual_encoder = VisionEncoder(cfg.vision)
         if "text_encoder" in cfg.parts:
-            self.text_encoder = TextTransformer(cfg.text, encoder_width=width)
+            self.text_encoder = TextTransformer(cfg.text, encoder_width=width, twin=cfg.nlvr)
         if "text_decoder" in cfg.parts:
             # The VQA answer decoder reads the question encoder's states, which are text-wide (reference BLIP_VQA).
             reads = hidden if cfg.decoder_input == "question" else width
@@ -31,6 +31,8 @@ class BlipModel(nn.Module):
             self.temp = nn.Parameter(torch.tensor(0.07))
         if "itm" in cfg.parts:
             self.itm_head = nn.Linear(hidden, 2)
+        if cfg.nlvr:
+            self.cls_head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 2))
         for name, module in self.named_children():
             if name != "visual_encoder":  # timm initialises the ViT its own way
                 module.apply(_bert_init)
@@ -63,6 +65,14 @@ class BlipModel(nn.Module):
     def itm_logits(self, image_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """ITM logits (B, 2), index 1 = match; text rows may be R per image row."""
         return self.itm_head(self.encode_grounded(input_ids, attention_mask, image_embeds)[:, 0])
+
+    def nlvr_logits(self, image_embeds0: torch.Tensor, image_embeds1: torch.Tensor, input_ids: torch.Tensor,
+                    attention_mask: torch.Tensor) -> torch.Tensor:
+        """NLVR2 logits (B, 2), index 1 = the statement is true of the image pair."""
+        ids = input_ids.clone()
+        ids[:, 0] = self.cfg.text.enc_id
+        states = self.text_encoder(ids, attention_mask, (image_embeds0, image_embeds1))
+        return self.cls_head(states[:, 0])
 
     def itc_temperature(self) -> torch.Tensor:
         """The learnable ITC temperature, clamped to [0.001, 0.5] as in the reference."""

@@ -18,6 +18,7 @@ TASK_PARTS = {
     "retrieval": ("text_encoder", "itc", "itm"),
     "vqa": ("text_encoder", "text_decoder"),
     "pretrain": PARTS,
+    "nlvr2": ("text_encoder",),  # with twin cross-attention and the cls_head (BlipConfig.nlvr)
 }
 
 
@@ -70,6 +71,8 @@ class BlipConfig:
     parts: tuple[str, ...] = PARTS
     # What the decoder cross-attends to: the image tokens, or the question encoder's states (VQA).
     decoder_input: str = "image"
+    # NLVR2: the encoder cross-attends to two images through twin branches, and a cls_head classifies [ENC].
+    nlvr: bool = False
     label_smoothing: float = 0.1
 
     def __post_init__(self) -> None:
@@ -119,7 +122,13 @@ def preset(name: str, task: str | None = None, **overrides: Any) -> BlipConfig:
         raise ValueError(f"unknown preset {name!r}; known: {', '.join(list_presets())}")
     cfg = BlipConfig.from_dict(json.loads(path.read_text()))
     if task is not None:
-        if task not in TASK_PARTS:
-            raise ValueError(f"unknown task {task!r}; known: {', '.join(TASK_PARTS)}")
-        cfg = cfg.replace(parts=list(TASK_PARTS[task]), decoder_input="question" if task == "vqa" else "image")
+        cfg = for_task(cfg, task)
     return cfg.replace(**overrides) if overrides else cfg
+
+
+def for_task(cfg: BlipConfig, task: str) -> BlipConfig:
+    """cfg restricted to a task's parts (caption, retrieval, vqa, nlvr2, pretrain)."""
+    if task not in TASK_PARTS:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(TASK_PARTS)}")
+    return cfg.replace(parts=list(TASK_PARTS[task]), decoder_input="question" if task == "vqa" else "image",
+                       nlvr=task == "nlvr2")

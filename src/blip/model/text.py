@@ -42,6 +42,12 @@ class KVCache:
         self.layers = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in self.layers]
 
 
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, T, D) -> (B, heads, T, D/heads)."""
+    b, t, d = x.shape
+    return x.view(b, t, heads, d // heads).transpose(1, 2)
+
+
 class QKV(nn.Module):
     """Query/key/value projections (BERT's `attention.self`); key/value read `kv_width`-wide inputs."""
 
@@ -75,19 +81,14 @@ class Attention(nn.Module):
         self.self = QKV(cfg.hidden, kv_width)
         self.output = AddNorm(cfg.hidden, cfg.hidden, cfg.layer_norm_eps, cfg.dropout)
 
-    def split(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) -> (B, heads, T, D/heads)."""
-        b, t, d = x.shape
-        return x.view(b, t, self.heads, d // self.heads).transpose(1, 2)
-
     def kv(self, source: torch.Tensor) -> LayerKV:
         """Keys and values of `source` tokens, split into heads."""
-        return self.split(self.self.key(source)), self.split(self.self.value(source))
+        return _heads(self.self.key(source), self.heads), _heads(self.self.value(source), self.heads)
 
     def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Attention of x's queries to (k, v); x's rows may be R consecutive rows per row of k and v."""
         b, t, d = x.shape
-        q = self.split(self.self.query(x))
+        q = _heads(self.self.query(x), self.heads)
         rows = k.shape[0]
         dropout = self.attention_dropout if self.training else 0.0
         if rows == b:
@@ -101,15 +102,55 @@ class Attention(nn.Module):
             out = out.reshape(rows, self.heads, r, t, -1).transpose(1, 2).reshape(b, self.heads, t, -1)
         return self.output(out.transpose(1, 2).reshape(b, t, d), x)
 
+    def cross(self, x: torch.Tensor, kv: LayerKV, mask: torch.Tensor | None) -> torch.Tensor:
+        """Cross-attention to precomputed keys/values."""
+        return self.attend(x, *kv, mask)
+
+
+class TwinCrossAttention(nn.Module):
+    """NLVR2's cross-attention to two images: a branch per image (`self0`/`self1`, `dense0`/`dense1`), outputs
+    averaged, or in the upper layers concatenated and merged by `merge_layer` (reference nlvr_encoder)."""
+
+    def __init__(self, cfg: TextConfig, kv_width: int, merge: bool):
+        super().__init__()
+        self.heads = cfg.heads
+        self.attention_dropout = cfg.attention_dropout
+        self.self0, self.self1 = QKV(cfg.hidden, kv_width), QKV(cfg.hidden, kv_width)
+        self.output = nn.Module()
+        self.output.dense0 = nn.Linear(cfg.hidden, cfg.hidden)
+        self.output.dense1 = nn.Linear(cfg.hidden, cfg.hidden)
+        if merge:
+            self.output.merge_layer = nn.Linear(2 * cfg.hidden, cfg.hidden)
+        self.output.LayerNorm = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
+        self.output.dropout = nn.Dropout(cfg.dropout)
+        self.merge = merge
+
+    def kv(self, sources: tuple[torch.Tensor, torch.Tensor]) -> tuple[LayerKV, LayerKV]:
+        """Keys and values of both images' tokens, each through its own branch."""
+        return tuple((_heads(p.key(src), self.heads), _heads(p.value(src), self.heads))
+                     for p, src in zip((self.self0, self.self1), sources))  # type: ignore[return-value]
+
+    def cross(self, x: torch.Tensor, kv: tuple[LayerKV, LayerKV], mask: torch.Tensor | None) -> torch.Tensor:
+        """Attend to each image with its branch, then average or merge, then dropout, residual, LayerNorm."""
+        b, t, d = x.shape
+        dropout = self.attention_dropout if self.training else 0.0
+        outs = []
+        for proj, dense, (k, v) in zip((self.self0, self.self1), (self.output.dense0, self.output.dense1), kv):
+            ctx = F.scaled_dot_product_attention(_heads(proj.query(x), self.heads), k, v, attn_mask=mask,
+                                                 dropout_p=dropout)
+            outs.append(dense(ctx.transpose(1, 2).reshape(b, t, d)))
+        merged = self.output.merge_layer(torch.cat(outs, dim=-1)) if self.merge else (outs[0] + outs[1]) / 2
+        return self.output.LayerNorm(x + self.output.dropout(merged))
+
 
 class Layer(nn.Module):
     """Self-attention, optional cross-attention to image tokens, feed-forward; each post-norm."""
 
-    def __init__(self, cfg: TextConfig, encoder_width: int | None):
+    def __init__(self, cfg: TextConfig, encoder_width: int | None, twin: bool = False, merge: bool = False):
         super().__init__()
         self.attention = Attention(cfg, cfg.hidden)
         if encoder_width is not None:
-            self.crossattention = Attention(cfg, encoder_width)
+            self.crossattention = TwinCrossAttention(cfg, encoder_width, merge) if twin else Attention(cfg, encoder_width)
         self.intermediate = nn.Module()
         self.intermediate.dense = nn.Linear(cfg.hidden, cfg.intermediate)
         self.output = AddNorm(cfg.intermediate, cfg.hidden, cfg.layer_norm_eps, cfg.dropout)
@@ -128,7 +169,7 @@ class Layer(nn.Module):
             k, v = cache.update(index, k, v)
         x = self.attention.attend(x, k, v, self_mask)
         if cross is not None:
-            x = self.crossattention.attend(x, *cross, cross_mask)
+            x = self.crossattention.cross(x, cross, cross_mask)
         return self.output(F.gelu(self.intermediate.dense(x)), x)
 
 
@@ -150,14 +191,17 @@ class Embeddings(nn.Module):
 class TextTransformer(nn.Module):
     """One BERT used three ways: no image (unimodal), image + bidirectional (encoder), image + causal (decoder)."""
 
-    def __init__(self, cfg: TextConfig, encoder_width: int | None):
+    def __init__(self, cfg: TextConfig, encoder_width: int | None, twin: bool = False):
         super().__init__()
         self.cfg = cfg
         self.embeddings = Embeddings(cfg)
         self.encoder = nn.Module()
-        self.encoder.layer = nn.ModuleList(Layer(cfg, encoder_width) for _ in range(cfg.layers))
+        # NLVR2 (twin): the reference merges the two branches by concatenation in layers 6-11 of 12, i.e. the
+        # upper half; it averages them below.
+        self.encoder.layer = nn.ModuleList(Layer(cfg, encoder_width, twin, merge=twin and i >= cfg.layers // 2)
+                                           for i in range(cfg.layers))
 
-    def cross_kv(self, image_embeds: torch.Tensor) -> list[LayerKV]:
+    def cross_kv(self, image_embeds: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> list[LayerKV]:
         """Cross-attention keys/values of the image tokens for every layer: computed once, reused by every step."""
         return [layer.crossattention.kv(image_embeds) for layer in self.encoder.layer]
 
@@ -165,7 +209,7 @@ class TextTransformer(nn.Module):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        image_embeds: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
         image_mask: torch.Tensor | None = None,
         *,
         cross_kv: list[LayerKV] | None = None,

@@ -1,0 +1,65 @@
+"""NLVR2: twin-branch cross-attention initialised from a pretrained model, reference checkpoint names, training."""
+
+from __future__ import annotations
+
+import torch
+
+from blip.checkpoint import load_checkpoint
+from blip.cli.common import load_recipe
+from blip.tasks.nlvr2 import NEW_PARAMETERS, evaluate_nlvr2, finetune_nlvr2
+from blip.tasks.pretrain import pretrain
+from conftest import ENC
+from test_trainer import ROOT, recipe
+
+
+def test_twin_branches_copied_from_pretrained_reduce_to_single_attention(hf_models, pixels):
+    hf, folder = hf_models["retrieval"]
+    model, _, report = load_checkpoint(folder, task="nlvr2", allow_missing=NEW_PARAMETERS)
+    assert any("self0/self1" in d for d in report.defaulted)
+    layers = model.text_encoder.encoder.layer
+    assert [hasattr(l.crossattention.output, "merge_layer") for l in layers] == [False, True]  # upper half merges
+    with torch.no_grad():
+        for layer in layers:  # merging two equal branches with [I/2, I/2] is their average
+            if layer.crossattention.merge:
+                eye = torch.eye(128) / 2
+                layer.crossattention.output.merge_layer.weight.copy_(torch.cat([eye, eye], dim=1))
+                layer.crossattention.output.merge_layer.bias.zero_()
+        ids = torch.tensor([[ENC, 5, 6, 7, 3], [ENC, 8, 9, 3, 0]])
+        mask = (ids != 0).long()
+        embeds = model.encode_image(pixels[:2])
+        ours = model.text_encoder(ids, mask, (embeds, embeds))
+        # The same image on both branches must give transformers' single-image grounded encoder output.
+        ref = hf.text_encoder(input_ids=ids, attention_mask=mask,
+                              encoder_hidden_states=hf.vision_model(pixel_values=pixels[:2])[0]).last_hidden_state
+    assert (ours - ref).abs().max() <= 1e-4
+
+
+def test_reference_nlvr2_names_round_trip(hf_models, tmp_path):
+    _, folder = hf_models["retrieval"]
+    model, _, _ = load_checkpoint(folder, task="nlvr2", allow_missing=NEW_PARAMETERS)
+    names = set(model.state_dict())
+    # The reference nlvr_encoder's names: two query/key/value branches and two output denses per layer.
+    for expected in ("text_encoder.encoder.layer.0.crossattention.self0.query.weight",
+                     "text_encoder.encoder.layer.0.crossattention.self1.value.bias",
+                     "text_encoder.encoder.layer.0.crossattention.output.dense0.weight",
+                     "text_encoder.encoder.layer.1.crossattention.output.merge_layer.weight",
+                     "text_encoder.encoder.layer.1.crossattention.output.LayerNorm.weight",
+                     "cls_head.0.weight", "cls_head.2.bias"):
+        assert expected in names
+    torch.save({"model": model.state_dict()}, tmp_path / "model_base_nlvr.pth")
+    loaded, _, report = load_checkpoint(tmp_path / "model_base_nlvr.pth")
+    assert loaded.cfg.nlvr and report.format == "reference" and not report.defaulted
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def test_finetune_and_evaluate_on_synthetic_world(tmp_path, synth_world):
+    pretrained = pretrain(recipe(synth_world, tmp_path / "pre", 1))
+    r = load_recipe(str(ROOT / "configs/nlvr2_tiny_synth.yaml"), [])
+    r["init"] = str(pretrained)
+    r["data"] = [{"path": str(synth_world / "nlvr2/nlvr_train.json"), "image_root": str(synth_world)}]
+    r["train"].update(out=str(tmp_path / "nlvr"), max_steps=2, batch_size=4, num_workers=0)
+    import blip
+
+    model = blip.load(finetune_nlvr2(r))
+    metrics = evaluate_nlvr2(model, str(synth_world / "nlvr2/nlvr_dev.json"), str(synth_world))
+    assert 0 <= metrics["accuracy"] <= 100 and metrics["pairs"] > 0
