@@ -117,7 +117,7 @@ def answer_video_questions(model: Blip, videos: Sequence[str | os.PathLike], que
     for s, pixels in zip(range(0, len(videos), batch_size), _frame_batches(model, videos, num_frames, batch_size)):
         ids, mask = model._texts([pre_question(q) for q in questions[s : s + batch_size]], 35)
         with model._autocast():
-            states = model.model.encode_grounded(ids, mask, _encode_frames(model, pixels)[:, 0])
+            states = model.model.encode_grounded(ids, mask, _encode_frames(model, pixels).flatten(1, 2))
             if answers is None:
                 out += model._generate_answers(states, mask, num_beams, max_length)
             else:
