@@ -10,13 +10,16 @@ from blip.cli.common import open_model
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a model on a dataset",
-                       description="Retrieval: Karpathy recalls (two-stage ITC + ITM). Captioning: BLEU, METEOR, "
-                                   "ROUGE-L, CIDEr of beam-search captions.")
-    p.add_argument("task", choices=["retrieval", "caption"])
+                       description="retrieval: Karpathy recalls (two-stage ITC + ITM); caption: BLEU, METEOR, "
+                                   "ROUGE-L, CIDEr of beam-search captions; nlvr2: accuracy; video-retrieval: "
+                                   "zero-shot text-video recalls (MSRVTT layout).")
+    p.add_argument("task", choices=["retrieval", "caption", "nlvr2", "video-retrieval"])
     p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True, help="Karpathy-style val/test annotation file")
-    p.add_argument("--image-root", default="", help="folder the annotation's image paths are relative to")
+    p.add_argument("--data", required=True, help="annotation file (Karpathy val/test, NLVR2 split, MSRVTT)")
+    p.add_argument("--image-root", default="", help="folder the annotation's image or video paths are relative to")
     p.add_argument("--k-test", type=int, default=256, help="retrieval: candidates re-ranked by ITM")
+    p.add_argument("--num-frames", type=int, default=8, help="video: frames sampled uniformly per video")
+    p.add_argument("--split", default="test", help="video: split of an official MSRVTT videodatainfo.json")
     p.add_argument("--no-meteor", action="store_true", help="captioning: skip METEOR (slow, needs Java)")
     p.add_argument("--out", help="captioning: write the captions in the COCO results format here")
     p.add_argument("--device", default="cpu")
@@ -28,16 +31,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    model = open_model(args, task="retrieval" if args.task == "retrieval" else "caption")
+    model = open_model(args, task={"caption": "caption", "nlvr2": "nlvr2"}.get(args.task, "retrieval"))
     if args.task == "retrieval":
         from blip.tasks.retrieval import evaluate_retrieval
 
         metrics = evaluate_retrieval(model, args.data, args.image_root, k_test=args.k_test,
                                      batch_size=args.batch_size)
-    else:
+    elif args.task == "caption":
         from blip.tasks.caption import evaluate_caption
 
         metrics = evaluate_caption(model, args.data, args.image_root, out=args.out, meteor=not args.no_meteor,
                                    batch_size=args.batch_size)
+    elif args.task == "nlvr2":
+        from blip.tasks.nlvr2 import evaluate_nlvr2
+
+        metrics = evaluate_nlvr2(model, args.data, args.image_root, batch_size=args.batch_size)
+    else:
+        from blip.tasks.video import evaluate_video_retrieval
+
+        metrics = evaluate_video_retrieval(model, args.data, args.image_root, split=args.split or None,
+                                           num_frames=args.num_frames, k_test=args.k_test)
     print(json.dumps({k: round(v, 4) for k, v in metrics.items()}, indent=1))
     return 0

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from blip.api import Blip
+from blip.checkpoint import load_checkpoint, save_pretrained
+from blip.data import PairDataset, train_transform
+from blip.data.robust import SkipCounter
 from blip.data.readers import read_karpathy_eval
 from blip.data.samples import RetrievalSet
 from blip.data.text import pre_caption
 from blip.evaluation.retrieval import retrieval_metrics, two_stage_scores
 from blip.images import load_image
+from blip.model.config import for_task
+from blip.tasks.pretrain import read_sources
+from blip.training.distributed import rank
+from blip.training.retrieval import BlipRetrievalTrain
+from blip.training.trainer import StepInfo, TrainConfig, Trainer
 
 
 @torch.no_grad()
@@ -50,3 +59,43 @@ def evaluate_retrieval(model: Blip, annotation: str, image_root: str = "", k_tes
     rs = read_karpathy_eval(annotation, image_root=image_root)
     i2t, t2i = retrieval_scores(model, rs, k_test=k_test, batch_size=batch_size)
     return retrieval_metrics(i2t, t2i, rs.img2txt, rs.txt2img)
+
+
+def finetune_retrieval(recipe: dict[str, Any], resume: bool = False) -> Path:
+    """Fine-tune ITC + ITM on image-caption pairs (positives by image id); returns the final model folder."""
+    train = TrainConfig(**{"schedule": "cosine", "min_lr": 0.0, **recipe.get("train", {})})
+    init, tok, _ = load_checkpoint(recipe["init"], task="retrieval", image_size=recipe.get("image_size"),
+                                   tokenizer=recipe.get("tokenizer"))
+    if tok is None:  # a reference .pth: BLIP's tokenizer is bert-base-uncased's vocabulary
+        from blip import _bert_tokenizer
+
+        tok = _bert_tokenizer()
+    model = BlipRetrievalTrain(for_task(init.cfg, "retrieval"), queue_size=recipe.get("queue_size", 57600),
+                               momentum=recipe.get("momentum", 0.995))
+    model.load_state_dict(init.state_dict(), strict=False)
+    for online, ema in (("visual_encoder", "visual_encoder_m"), ("vision_proj", "vision_proj_m"),
+                        ("text_encoder", "text_encoder_m"), ("text_proj", "text_proj_m")):
+        getattr(model, ema).load_state_dict(getattr(model, online).state_dict())
+    counter = SkipCounter()
+    records = read_sources(recipe["data"], counter)
+    # Pairs of one image are positives of each other: number the images (the reference's img_id).
+    numbers = {image_id: i for i, image_id in enumerate(dict.fromkeys(r.image_id for r in records))}
+    dataset = PairDataset(records, train_transform(model.cfg.vision.image_size), max_words=recipe.get("max_words", 30),
+                          mirror=recipe.get("mirror", False))
+    alpha, max_tokens = recipe.get("alpha", 0.4), recipe.get("max_tokens", 35)
+
+    def loss_fn(m: torch.nn.Module, batch: dict[str, Any], info: StepInfo) -> dict[str, torch.Tensor]:
+        ids, mask = tok(batch["caption"], max_length=max_tokens)
+        device = batch["image"].device
+        image_ids = torch.tensor([numbers[i] for i in batch["image_id"]], device=device)
+        a = alpha * min(1.0, info.epoch_progress)  # ramped over the first epoch, as the reference
+        losses = m(batch["image"], ids.to(device), mask.to(device), image_ids, alpha=a)
+        return {"loss": losses["itc"] + losses["itm"], **losses}
+
+    trainer = Trainer(train, model, dataset, loss_fn)
+    trainer.skips.merge(counter)
+    trainer.fit(resume=resume)
+    final = Path(train.out) / "model"
+    if rank() == 0:
+        save_pretrained(model, tok, final)
+    return final
