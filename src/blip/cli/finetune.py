@@ -12,6 +12,7 @@ TASKS = {
     "caption": ("caption", "finetune_caption"),
     "retrieval": ("retrieval", "finetune_retrieval"),
     "nlvr2": ("nlvr2", "finetune_nlvr2"),
+    "vqa": ("vqa", "finetune_vqa"),
 }
 
 
