@@ -31,14 +31,17 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/bench_pretrain_tiny")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     synth = out / "synth"
     if not (synth / "manifest.json").exists():
         generate(synth, num_images=args.images, seed=args.seed, noise=0.0)
-    recipe = load_recipe(str(ROOT / "configs/pretrain_tiny_synth.yaml"), [])
+    recipe = load_recipe(str(ROOT / "configs/pretrain_tiny_synth.yaml"), args.set)
     recipe["data"] = [{"reader": "pretrain_json", "path": str(synth / "pretrain.json"), "image_root": str(synth)}]
+    recipe["tokenizer"] = str(synth / "tokenizer") if (synth / "tokenizer").exists() else "from_data"
+    recipe["train"] = {**recipe["train"], "out": str(out / "run")}
     recipe["train"].update(out=str(out / "run"), max_steps=args.steps, batch_size=args.batch_size, epochs=100,
                            seed=args.seed, progress=False, checkpoint_every=10**9)
     start = time.perf_counter()

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def recipe(synth: Path, out: Path, max_steps: int) -> dict:
     r = load_recipe(str(ROOT / "configs/pretrain_tiny_synth.yaml"), [])
     r["data"] = [{"reader": "pretrain_json", "path": str(synth / "pretrain.json"), "image_root": str(synth)}]
+    r["tokenizer"] = str(synth / "tokenizer")
     r["queue_size"] = 32
     r["model"]["overrides"] = {"vision.depth": 1, "text.layers": 1}
     r["train"].update(out=str(out), batch_size=8, max_steps=max_steps, checkpoint_every=2, log_every=1,
@@ -45,9 +46,8 @@ def test_two_processes_equal_one_on_the_whole_batch(tmp_path):
     single = subprocess.run([sys.executable, str(script), str(tmp_path / "one.pt")], env=env, capture_output=True,
                             text=True)
     assert single.returncode == 0, single.stderr
-    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                            "--master_port", "29533", str(script), str(tmp_path / "two.pt")], env=env,
-                           capture_output=True, text=True)
+    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                            str(script), str(tmp_path / "two.pt")], env=env, capture_output=True, text=True)
     assert multi.returncode == 0, multi.stderr[-3000:]
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     for name in ("itc", "itm", "lm"):

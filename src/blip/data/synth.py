@@ -39,7 +39,7 @@ import multiprocessing as mp
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -667,6 +667,25 @@ def _video_job(args: tuple[int, int, int, str]) -> dict[str, Any]:
     return {"scene": scene, "captions": captions}
 
 
+def _load_dumped(path: Path) -> Any:
+    text = path.read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines()] if path.suffix == ".jsonl" else json.loads(text)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every text in a JSON value, leaving out file paths and ids."""
+    if isinstance(value, str):
+        if "/" not in value and not value.endswith((".jpg", ".png", ".mp4")):
+            yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if k not in ("image", "images", "video", "video_id", "clip_name", "identifier", "image_id", "split"):
+                yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
 def _dump(out: Path, rel: str, data: Any, files: dict[str, Any]) -> None:
     """Write JSON (or JSON lines for a .jsonl name) and record its size and number of records in `files`."""
     path = out / rel
@@ -764,6 +783,14 @@ def generate(out: str | os.PathLike, num_images: int = 1000, seed: int = 0, nois
         _dump(out_path, "msrvtt/msrvtt_test.jsonl",
               [{"clip_name": v["scene"]["video_id"], "caption": v["captions"][0]}
                for v, s in zip(videos, vsplits) if s == "test"], files)
+
+    # One vocabulary for every task of this world (captions, web texts, questions, answers, statements), so a
+    # model pretrained here can also spell the VQA answers and NLVR2 statements.
+    from blip.tokenizer import Tokenizer
+
+    texts = [t for rel in files if rel.endswith((".json", ".jsonl")) and not rel.startswith(("scenes", "video_scenes", "web_noise_labels"))
+             for t in _strings(_load_dumped(out_path / rel))]
+    Tokenizer.from_texts(texts).save(out_path / "tokenizer")
 
     image_bytes = sum((out_path / s["image"]).stat().st_size for s in scenes)
     manifest = {"format": "blip-synth", "version": 1, "seed": seed, "noise": noise, "image_size": size,

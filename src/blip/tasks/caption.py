@@ -12,14 +12,14 @@ from torch import nn
 
 from blip.api import Blip
 from blip.checkpoint import load_checkpoint, save_pretrained
-from blip.data import PairDataset, read_karpathy_eval, train_transform
+from blip.data import PairDataset, read_karpathy_eval
 from blip.data.robust import SkipCounter
 from blip.errors import ImageError
 from blip.evaluation.captioning import caption_metrics, write_caption_results
 from blip.images import load_image
 from blip.model.blip import BlipModel
 from blip.model.losses import lm_loss
-from blip.tasks.pretrain import read_sources
+from blip.tasks.pretrain import image_transform, read_sources
 from blip.training.distributed import rank
 from blip.training.trainer import StepInfo, TrainConfig, Trainer
 
@@ -55,8 +55,8 @@ def finetune_caption(recipe: dict[str, Any], resume: bool = False) -> Path:
     counter = SkipCounter()
     records = read_sources(recipe["data"], counter)
     size = model.cfg.vision.image_size
-    dataset = PairDataset(records, train_transform(size), max_words=recipe.get("max_words", 30), prompt=prompt,
-                          mirror=recipe.get("mirror", False))
+    dataset = PairDataset(records, image_transform(recipe, size, 0.5), max_words=recipe.get("max_words", 30),
+                          prompt=prompt, mirror=recipe.get("mirror", False))
     max_tokens = recipe.get("max_tokens", 40)
 
     def loss_fn(m: nn.Module, batch: dict[str, Any], info: StepInfo) -> dict[str, torch.Tensor]:

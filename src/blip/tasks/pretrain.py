@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import ConcatDataset
 
 from blip.checkpoint import load_checkpoint, save_pretrained
-from blip.data import PairDataset, pretrain_transform, read_karpathy_train, read_pretrain_json, read_table
+from blip.data import PairDataset, read_karpathy_train, read_pretrain_json, read_table, train_transform
 from blip.data.robust import SkipCounter
 from blip.errors import BlipError
 from blip.model.config import preset
@@ -33,6 +33,13 @@ def read_sources(sources: list[dict[str, Any]], counter: SkipCounter) -> list:
     if not records:
         raise BlipError("the recipe's data sources hold no usable image-text pairs")
     return records
+
+
+def image_transform(recipe: dict[str, Any], size: int, min_scale: float):
+    """The training transform of a recipe: crop scale, RandAugment, and no blind flip when the dataset mirrors
+    pairs itself (a flip must swap "left" and "right" in the caption too)."""
+    return train_transform(size, min_scale=recipe.get("crop_scale_min", min_scale), flip=not recipe.get("mirror"),
+                           randaug=recipe.get("randaug", True))
 
 
 def build_tokenizer(recipe: dict[str, Any], records: list) -> Tokenizer:
@@ -78,7 +85,7 @@ def pretrain(recipe: dict[str, Any], resume: bool = False) -> Path:
     tok = Tokenizer.from_pretrained(tok_dir) if resume and tok_dir.exists() else build_tokenizer(recipe, records)
     model = build_model(recipe, tok)
     size = model.cfg.vision.image_size
-    dataset = PairDataset(records, pretrain_transform(size), max_words=recipe.get("max_words", 30),
+    dataset = PairDataset(records, image_transform(recipe, size, 0.2), max_words=recipe.get("max_words", 30),
                           mirror=recipe.get("mirror", False))
     alpha, ramp = recipe.get("alpha", 0.4), recipe.get("alpha_ramp_epochs", 2)
     max_tokens = recipe.get("max_tokens", 30)

@@ -9,7 +9,7 @@ import torch
 
 from blip.api import Blip
 from blip.checkpoint import load_checkpoint, save_pretrained
-from blip.data import PairDataset, train_transform
+from blip.data import PairDataset
 from blip.data.robust import SkipCounter
 from blip.data.readers import read_karpathy_eval
 from blip.data.samples import RetrievalSet
@@ -17,7 +17,7 @@ from blip.data.text import pre_caption
 from blip.evaluation.retrieval import retrieval_metrics, two_stage_scores
 from blip.images import load_image
 from blip.model.config import for_task
-from blip.tasks.pretrain import read_sources
+from blip.tasks.pretrain import image_transform, read_sources
 from blip.training.distributed import rank
 from blip.training.retrieval import BlipRetrievalTrain
 from blip.training.trainer import StepInfo, TrainConfig, Trainer
@@ -80,8 +80,8 @@ def finetune_retrieval(recipe: dict[str, Any], resume: bool = False) -> Path:
     records = read_sources(recipe["data"], counter)
     # Pairs of one image are positives of each other: number the images (the reference's img_id).
     numbers = {image_id: i for i, image_id in enumerate(dict.fromkeys(r.image_id for r in records))}
-    dataset = PairDataset(records, train_transform(model.cfg.vision.image_size), max_words=recipe.get("max_words", 30),
-                          mirror=recipe.get("mirror", False))
+    dataset = PairDataset(records, image_transform(recipe, model.cfg.vision.image_size, 0.5),
+                          max_words=recipe.get("max_words", 30), mirror=recipe.get("mirror", False))
     alpha, max_tokens = recipe.get("alpha", 0.4), recipe.get("max_tokens", 35)
 
     def loss_fn(m: torch.nn.Module, batch: dict[str, Any], info: StepInfo) -> dict[str, torch.Tensor]:
