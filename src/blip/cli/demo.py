@@ -13,7 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", type=int, default=3000)
     p.add_argument("--noise", type=float, default=0.4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--pretrain-steps", type=int, default=500)
+    p.add_argument("--pretrain-steps", type=int, default=400)
     p.add_argument("--finetune-steps", type=int, default=120)
     p.set_defaults(func=run)
 

@@ -31,7 +31,7 @@ class AblationConfig:
     images: int = 3000
     noise: float = 0.4
     seed: int = 0
-    pretrain_steps: int = 500
+    pretrain_steps: int = 400
     finetune_steps: int = 120
     batch_size: int = 48
     model: dict[str, Any] | None = None  # preset and overrides for every model of the chain
