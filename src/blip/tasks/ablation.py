@@ -15,8 +15,8 @@ from typing import Any
 
 import blip
 from blip.data.synth import generate
-from blip.tasks.caption import evaluate_caption, finetune_caption
 from blip.tasks.capfilt import CapFiltConfig, run_capfilt
+from blip.tasks.caption import evaluate_caption, finetune_caption
 from blip.tasks.pretrain import pretrain
 from blip.tasks.retrieval import evaluate_retrieval, finetune_retrieval
 

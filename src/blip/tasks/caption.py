@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from blip.api import Blip
-from blip.checkpoint import load_checkpoint, save_pretrained
+from blip.checkpoint import load_checkpoint
 from blip.data import PairDataset, read_karpathy_eval
 from blip.data.robust import SkipCounter
 from blip.errors import ImageError
@@ -19,9 +19,8 @@ from blip.evaluation.captioning import caption_metrics, write_caption_results
 from blip.images import load_image
 from blip.model.blip import BlipModel
 from blip.model.losses import lm_loss
-from blip.tasks.pretrain import image_transform, read_sources
-from blip.training.distributed import rank
-from blip.training.trainer import StepInfo, TrainConfig, Trainer
+from blip.tasks.common import image_transform, read_sources, tokenizer_or_bert, train_and_save
+from blip.training.trainer import StepInfo, TrainConfig
 
 
 class CaptionTraining(nn.Module):
@@ -46,10 +45,7 @@ def finetune_caption(recipe: dict[str, Any], resume: bool = False) -> Path:
     train = TrainConfig(**{"schedule": "cosine", "min_lr": 0.0, **recipe.get("train", {})})
     model, tok, _ = load_checkpoint(recipe["init"], task="caption", image_size=recipe.get("image_size"),
                                     tokenizer=recipe.get("tokenizer"))
-    if tok is None:  # a reference .pth: BLIP's tokenizer is bert-base-uncased's vocabulary
-        from blip import _bert_tokenizer
-
-        tok = _bert_tokenizer()
+    tok = tokenizer_or_bert(tok)
     prompt = recipe.get("prompt", "a picture of ")
     prompt_tokens = len(tok.encode(prompt)) - 1  # [DEC] + the prompt's words, without [SEP]
     counter = SkipCounter()
@@ -64,13 +60,7 @@ def finetune_caption(recipe: dict[str, Any], resume: bool = False) -> Path:
         device = batch["image"].device
         return {"loss": m(batch["image"], ids.to(device), mask.to(device))}
 
-    trainer = Trainer(train, CaptionTraining(model, prompt_tokens), dataset, loss_fn)
-    trainer.skips.merge(counter)
-    trainer.fit(resume=resume)
-    final = Path(train.out) / "model"
-    if rank() == 0:
-        save_pretrained(model, tok, final)
-    return final
+    return train_and_save(train, CaptionTraining(model, prompt_tokens), model, tok, dataset, loss_fn, counter, resume)
 
 
 def evaluate_caption(model: Blip, annotation: str, image_root: str = "", out: str | None = None,

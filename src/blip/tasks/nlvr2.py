@@ -10,13 +10,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from blip.api import Blip
-from blip.checkpoint import load_checkpoint, save_pretrained
+from blip.checkpoint import load_checkpoint
 from blip.data import NLVR2Dataset, collate, eval_transform, read_nlvr2, train_transform
 from blip.data.robust import SkipCounter
 from blip.errors import BlipError
 from blip.model.blip import BlipModel
-from blip.training.distributed import rank
-from blip.training.trainer import StepInfo, TrainConfig, Trainer
+from blip.tasks.common import tokenizer_or_bert, train_and_save
+from blip.training.trainer import StepInfo, TrainConfig
 
 # New parameters when starting from a pretrained (single cross-attention) model.
 NEW_PARAMETERS = ["cls_head.", ".merge_layer."]
@@ -35,20 +35,12 @@ class NLVR2Training(nn.Module):
         return F.cross_entropy(self.model.nlvr_logits(embeds0, embeds1, ids, mask), labels)
 
 
-def _tokenizer_for(tok):
-    if tok is None:
-        from blip import _bert_tokenizer
-
-        return _bert_tokenizer()
-    return tok
-
-
 def finetune_nlvr2(recipe: dict[str, Any], resume: bool = False) -> Path:
     """Fine-tune NLVR2 from a pretrained model (branches copied from its cross-attention) or an NLVR2 checkpoint."""
     train = TrainConfig(**{"schedule": "cosine", "min_lr": 0.0, **recipe.get("train", {})})
     model, tok, _ = load_checkpoint(recipe["init"], task="nlvr2", image_size=recipe.get("image_size"),
                                     tokenizer=recipe.get("tokenizer"), allow_missing=NEW_PARAMETERS)
-    tok = _tokenizer_for(tok)
+    tok = tokenizer_or_bert(tok)
     counter = SkipCounter()
     records = []
     for src in recipe["data"]:
@@ -63,13 +55,7 @@ def finetune_nlvr2(recipe: dict[str, Any], resume: bool = False) -> Path:
         device = batch["image0"].device
         return {"loss": m(batch["image0"], batch["image1"], ids.to(device), mask.to(device), batch["label"])}
 
-    trainer = Trainer(train, NLVR2Training(model), dataset, loss_fn)
-    trainer.skips.merge(counter)
-    trainer.fit(resume=resume)
-    final = Path(train.out) / "model"
-    if rank() == 0:
-        save_pretrained(model, tok, final)
-    return final
+    return train_and_save(train, NLVR2Training(model), model, tok, dataset, loss_fn, counter, resume)
 
 
 @torch.no_grad()

@@ -7,39 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import ConcatDataset
 
-from blip.checkpoint import load_checkpoint, save_pretrained
-from blip.data import PairDataset, read_karpathy_train, read_pretrain_json, read_table, train_transform
+from blip.checkpoint import load_checkpoint
+from blip.data import PairDataset
 from blip.data.robust import SkipCounter
 from blip.errors import BlipError
 from blip.model.config import preset
+from blip.tasks.common import image_transform, read_sources, tokenizer_or_bert, train_and_save
 from blip.tokenizer import Tokenizer
 from blip.training.pretrain import BlipPretrain
-from blip.training.distributed import rank
-from blip.training.trainer import StepInfo, TrainConfig, Trainer
-
-READERS = {"pretrain_json": read_pretrain_json, "karpathy": read_karpathy_train, "table": read_table}
-
-
-def read_sources(sources: list[dict[str, Any]], counter: SkipCounter) -> list:
-    """Records of every data source of a recipe: {reader: pretrain_json|karpathy|table, path, image_root}."""
-    records = []
-    for src in sources:
-        reader = READERS.get(src.get("reader", "pretrain_json"))
-        if reader is None:
-            raise BlipError(f"unknown reader {src.get('reader')!r}; known: {', '.join(READERS)}")
-        records += reader(src["path"], image_root=src.get("image_root", ""), counter=counter)
-    if not records:
-        raise BlipError("the recipe's data sources hold no usable image-text pairs")
-    return records
-
-
-def image_transform(recipe: dict[str, Any], size: int, min_scale: float):
-    """The training transform of a recipe: crop scale, RandAugment, and no blind flip when the dataset mirrors
-    pairs itself (a flip must swap "left" and "right" in the caption too)."""
-    return train_transform(size, min_scale=recipe.get("crop_scale_min", min_scale), flip=not recipe.get("mirror"),
-                           randaug=recipe.get("randaug", True))
+from blip.training.trainer import StepInfo, TrainConfig
 
 
 def build_tokenizer(recipe: dict[str, Any], records: list) -> Tokenizer:
@@ -48,9 +25,7 @@ def build_tokenizer(recipe: dict[str, Any], records: list) -> Tokenizer:
     if spec == "from_data":
         return Tokenizer.from_texts(t for r in records for t in r.texts)
     if spec == "bert-base-uncased":
-        from blip import _bert_tokenizer
-
-        return _bert_tokenizer()
+        return tokenizer_or_bert(None)
     return Tokenizer.from_pretrained(spec)
 
 
@@ -97,14 +72,9 @@ def pretrain(recipe: dict[str, Any], resume: bool = False) -> Path:
         losses = m(batch["image"], ids.to(device), mask.to(device), alpha=a)
         return {"loss": losses.total, "itc": losses.itc, "itm": losses.itm, "lm": losses.lm}
 
-    trainer = Trainer(train, model, dataset, loss_fn)
-    trainer.skips.merge(counter)
-    if rank() == 0:
+    def keep_recipe() -> None:
         out.mkdir(parents=True, exist_ok=True)
         tok.save(tok_dir)
         (out / "recipe.json").write_text(json.dumps(recipe, indent=2))
-    trainer.fit(resume=resume)
-    final = out / "model"
-    if rank() == 0:
-        save_pretrained(model, tok, final)
-    return final
+
+    return train_and_save(train, model, model, tok, dataset, loss_fn, counter, resume, before_fit=keep_recipe)

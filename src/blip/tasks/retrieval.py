@@ -8,19 +8,18 @@ from typing import Any
 import torch
 
 from blip.api import Blip
-from blip.checkpoint import load_checkpoint, save_pretrained
+from blip.checkpoint import load_checkpoint
 from blip.data import PairDataset
-from blip.data.robust import SkipCounter
 from blip.data.readers import read_karpathy_eval
+from blip.data.robust import SkipCounter
 from blip.data.samples import RetrievalSet
 from blip.data.text import pre_caption
 from blip.evaluation.retrieval import retrieval_metrics, two_stage_scores
 from blip.images import load_image
 from blip.model.config import for_task
-from blip.tasks.pretrain import image_transform, read_sources
-from blip.training.distributed import rank
+from blip.tasks.common import image_transform, read_sources, tokenizer_or_bert, train_and_save
 from blip.training.retrieval import BlipRetrievalTrain
-from blip.training.trainer import StepInfo, TrainConfig, Trainer
+from blip.training.trainer import StepInfo, TrainConfig
 
 
 @torch.no_grad()
@@ -66,10 +65,7 @@ def finetune_retrieval(recipe: dict[str, Any], resume: bool = False) -> Path:
     train = TrainConfig(**{"schedule": "cosine", "min_lr": 0.0, **recipe.get("train", {})})
     init, tok, _ = load_checkpoint(recipe["init"], task="retrieval", image_size=recipe.get("image_size"),
                                    tokenizer=recipe.get("tokenizer"))
-    if tok is None:  # a reference .pth: BLIP's tokenizer is bert-base-uncased's vocabulary
-        from blip import _bert_tokenizer
-
-        tok = _bert_tokenizer()
+    tok = tokenizer_or_bert(tok)
     model = BlipRetrievalTrain(for_task(init.cfg, "retrieval"), queue_size=recipe.get("queue_size", 57600),
                                momentum=recipe.get("momentum", 0.995))
     model.load_state_dict(init.state_dict(), strict=False)
@@ -92,10 +88,4 @@ def finetune_retrieval(recipe: dict[str, Any], resume: bool = False) -> Path:
         losses = m(batch["image"], ids.to(device), mask.to(device), image_ids, alpha=a)
         return {"loss": losses["itc"] + losses["itm"], **losses}
 
-    trainer = Trainer(train, model, dataset, loss_fn)
-    trainer.skips.merge(counter)
-    trainer.fit(resume=resume)
-    final = Path(train.out) / "model"
-    if rank() == 0:
-        save_pretrained(model, tok, final)
-    return final
+    return train_and_save(train, model, model, tok, dataset, loss_fn, counter, resume)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from blip.api import Blip
-from blip.checkpoint import load_checkpoint, save_pretrained
+from blip.checkpoint import load_checkpoint
 from blip.data import VQADataset, read_answer_list, read_vqa, read_vqa_official, train_transform
 from blip.data.robust import SkipCounter
 from blip.data.samples import VQARecord
@@ -21,9 +21,9 @@ from blip.evaluation.vqa import vqa_score, write_vqa_results
 from blip.images import load_image
 from blip.model.blip import BlipModel
 from blip.model.losses import lm_loss
+from blip.tasks.common import tokenizer_or_bert, train_and_save
 from blip.tokenizer import Tokenizer
-from blip.training.distributed import rank
-from blip.training.trainer import StepInfo, TrainConfig, Trainer
+from blip.training.trainer import StepInfo, TrainConfig
 
 QUESTION_TOKENS = 35  # the reference truncates questions ([ENC] + words + [SEP]) to 35 tokens
 DROP_PATH = 0.1  # the reference's BLIP_VQA builds its ViT with stochastic depth 0.1
@@ -88,10 +88,7 @@ def finetune_vqa(recipe: dict[str, Any], resume: bool = False) -> Path:
     model, tok, _ = load_checkpoint(recipe["init"], task="vqa", image_size=recipe.get("image_size"),
                                     overrides={"vision.drop_path": recipe.get("drop_path", DROP_PATH)},
                                     tokenizer=recipe.get("tokenizer"))
-    if tok is None:  # a reference .pth: BLIP's tokenizer is bert-base-uncased's vocabulary
-        from blip import _bert_tokenizer
-
-        tok = _bert_tokenizer()
+    tok = tokenizer_or_bert(tok)
     counter = SkipCounter()
     records = read_vqa_sources(recipe["data"], counter)
     dataset = VQADataset(records, train_transform(model.cfg.vision.image_size),
@@ -105,13 +102,7 @@ def finetune_vqa(recipe: dict[str, Any], resume: bool = False) -> Path:
         tensors = (q_ids, q_mask, a_ids, a_mask, owner, weights)
         return {"loss": m(batch["image"], *(t.to(device) for t in tensors))}
 
-    trainer = Trainer(train, VQATraining(model), dataset, loss_fn)
-    trainer.skips.merge(counter)
-    trainer.fit(resume=resume)
-    final = Path(train.out) / "model"
-    if rank() == 0:
-        save_pretrained(model, tok, final)
-    return final
+    return train_and_save(train, VQATraining(model), model, tok, dataset, loss_fn, counter, resume)
 
 
 def _ground_truth(annotation: str) -> dict[str, list[str]]:

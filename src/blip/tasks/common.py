@@ -1,0 +1,65 @@
+"""What every training task shares: reading a recipe's data sources, its image transform, the tokenizer fallback,
+and running the one trainer then saving the final model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from blip.checkpoint import save_pretrained
+from blip.data import read_karpathy_train, read_pretrain_json, read_table, train_transform
+from blip.data.robust import SkipCounter
+from blip.errors import BlipError
+from blip.model.blip import BlipModel
+from blip.tokenizer import Tokenizer
+from blip.training.distributed import rank
+from blip.training.trainer import LossFn, TrainConfig, Trainer
+
+READERS = {"pretrain_json": read_pretrain_json, "karpathy": read_karpathy_train, "table": read_table}
+
+
+def read_sources(sources: list[dict[str, Any]], counter: SkipCounter) -> list:
+    """Records of every data source of a recipe: {reader: pretrain_json|karpathy|table, path, image_root}."""
+    records = []
+    for src in sources:
+        reader = READERS.get(src.get("reader", "pretrain_json"))
+        if reader is None:
+            raise BlipError(f"unknown reader {src.get('reader')!r}; known: {', '.join(READERS)}")
+        records += reader(src["path"], image_root=src.get("image_root", ""), counter=counter)
+    if not records:
+        raise BlipError("the recipe's data sources hold no usable image-text pairs")
+    return records
+
+
+def image_transform(recipe: dict[str, Any], size: int, min_scale: float):
+    """The training transform of a recipe: crop scale, RandAugment, and no blind flip when the dataset mirrors
+    pairs itself (a flip must swap "left" and "right" in the caption too)."""
+    return train_transform(size, min_scale=recipe.get("crop_scale_min", min_scale), flip=not recipe.get("mirror"),
+                           randaug=recipe.get("randaug", True))
+
+
+def tokenizer_or_bert(tok: Tokenizer | None) -> Tokenizer:
+    """The checkpoint's tokenizer; a reference .pth has none, and BLIP's is bert-base-uncased's vocabulary."""
+    if tok is not None:
+        return tok
+    from blip import _bert_tokenizer
+
+    return _bert_tokenizer()
+
+
+def train_and_save(train: TrainConfig, module: nn.Module, model: BlipModel, tok: Tokenizer, dataset: Dataset,
+                   loss_fn: LossFn, counter: SkipCounter, resume: bool,
+                   before_fit: Callable[[], None] | None = None) -> Path:
+    """Train `module` (whose forward is the loss) with the one trainer; save `model` as OUT/model (rank 0)."""
+    trainer = Trainer(train, module, dataset, loss_fn)
+    trainer.skips.merge(counter)
+    if before_fit is not None and rank() == 0:
+        before_fit()
+    trainer.fit(resume=resume)
+    final = Path(train.out) / "model"
+    if rank() == 0:
+        save_pretrained(model, tok, final)
+    return final
