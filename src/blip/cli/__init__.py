@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `blip` console script."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        _leave_process_group()
+        return code
     except BlipError as e:
         print(f"blip: error: {e}", file=sys.stderr)
         return 2
@@ -44,6 +46,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"blip: error: {type(e).__name__}: {e} (set BLIP_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
+
+
+def _leave_process_group() -> None:
+    """Under torchrun: wait for every rank, then close the group, so no rank tears it down under another."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
