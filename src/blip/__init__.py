@@ -28,13 +28,12 @@ def load(source: str | Path, task: str | None = None, device: str = "cpu", dtype
     """
     model, tok, report = load_checkpoint(source, task=task, image_size=image_size, overrides=overrides or None,
                                          allow_missing=allow_missing, tokenizer=tokenizer)
-    if tok is None:
+    if tok is None:  # reference .pth files carry no tokenizer; their special ids are bert-base-uncased's + 2
         tok = _bert_tokenizer()
-        model, _, report = load_checkpoint(source, task=task, image_size=image_size, overrides=overrides or None,
-                                           allow_missing=allow_missing, tokenizer=tok)
-    blip = Blip(model, tok, device=device, dtype=dtype)
-    blip.report = report
-    return blip
+        model.cfg = model.cfg.replace(**{"text.pad_id": tok.pad_id, "text.cls_id": tok.cls_id,
+                                         "text.sep_id": tok.sep_id, "text.dec_id": tok.dec_id,
+                                         "text.enc_id": tok.enc_id})
+    return Blip(model, tok, device=device, dtype=dtype, report=report)
 
 
 def _bert_tokenizer() -> Tokenizer:

@@ -8,6 +8,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from blip.checkpoint import LoadReport
 from blip.data.text import pre_question
 from blip.data.transforms import eval_transform
 from blip.errors import BlipError
@@ -45,7 +46,7 @@ class Blip:
     """A BLIP model with its tokenizer and image transform, ready for inference."""
 
     def __init__(self, model: BlipModel, tokenizer: Tokenizer, device: str | torch.device = "cpu",
-                 dtype: str = "float32"):
+                 dtype: str = "float32", report: LoadReport | None = None):
         if dtype not in ("float32", "bfloat16"):
             raise BlipError(f"dtype must be float32 or bfloat16, not {dtype!r}")
         if len(tokenizer) > model.cfg.text.vocab_size:
@@ -55,6 +56,7 @@ class Blip:
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.dtype = dtype
+        self.report = report  # what the checkpoint loader did (format, ignored keys, defaults)
         self.transform = eval_transform(model.cfg.vision.image_size)
 
     @property
