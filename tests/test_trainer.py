@@ -56,3 +56,37 @@ def test_two_processes_equal_one_on_the_whole_batch(tmp_path):
     worst = max(float((one["grads"][k] - two["grads"][k]).abs().max()) for k in one["grads"])
     assert worst <= 1e-5
     assert torch.allclose(one["queue"], two["queue"], atol=1e-6)
+
+
+def test_bad_samples_are_skipped_counted_and_whole_bad_batches_do_not_stall(tmp_path):
+    from dataclasses import dataclass
+
+    from blip.data.robust import Skip
+    from blip.training.trainer import EpochSampler, TrainConfig, Trainer
+
+    @dataclass
+    class Sample:
+        x: torch.Tensor
+
+    good = {3, 7, 8, 9}
+
+    class Data(torch.utils.data.Dataset):
+        def __len__(self):
+            return 16
+
+        def __getitem__(self, i):
+            return Sample(torch.full((2,), float(i))) if i in good else Skip("corrupt", f"sample {i}")
+
+    def loss_fn(m, batch, info):
+        return {"loss": m(batch["x"]).pow(2).mean()}
+
+    cfg = TrainConfig(out=str(tmp_path / "t"), epochs=1, batch_size=4, num_workers=0, warmup_steps=1,
+                      checkpoint_every=100, progress=False, lr=1e-3, seed=3)
+    trainer = Trainer(cfg, torch.nn.Linear(2, 1), Data(), loss_fn)
+    trainer.fit()
+    # Independent count: the batches of this epoch's permutation that hold at least one good sample.
+    keys = EpochSampler(16, 3, 0, 0, 4).keys
+    usable = sum(any(k % 16 in good for k in keys[b : b + 4]) for b in range(0, 16, 4))
+    assert usable < 4, "the permutation should hold a batch with no good sample"
+    assert trainer.skips.skipped["corrupt"] == 12 and trainer.skips.used == 4
+    assert trainer.step == usable and trainer.epoch == 1 and trainer.batch_in_epoch == 0

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from blip.data.robust import CountingLoader, SkipCounter, collate
+from blip.data.robust import SkipCounter, collate
 from blip.errors import BlipError
 from blip.training.distributed import is_distributed, rank, world_size
 
@@ -241,14 +241,36 @@ class Trainer:
                     self._tb.add_scalar(k, v, record["step"])
 
     # ------------------------------------------------------------------ the loop
-    def _loader(self) -> CountingLoader:
+    def _loader(self) -> DataLoader:
         sampler = EpochSampler(len(self.dataset), self.cfg.seed, self.epoch, self.batch_in_epoch * self.cfg.batch_size,
                                self.cfg.batch_size)
-        loader = DataLoader(self.dataset, batch_size=self.cfg.batch_size, sampler=sampler, drop_last=True,
-                            num_workers=self.cfg.num_workers, collate_fn=self.collate_fn,
-                            generator=torch.Generator().manual_seed(self.cfg.seed + self.epoch),
-                            persistent_workers=False, pin_memory=self.device.type == "cuda")
-        return CountingLoader(loader, counter=self.skips, report=False)
+        return DataLoader(self.dataset, batch_size=self.cfg.batch_size, sampler=sampler, drop_last=True,
+                          num_workers=self.cfg.num_workers, collate_fn=self.collate_fn,
+                          generator=torch.Generator().manual_seed(self.cfg.seed + self.epoch),
+                          persistent_workers=False, pin_memory=self.device.type == "cuda")
+
+    def _usable(self, batch: dict[str, Any]) -> dict[str, Any] | None:
+        """Count the batch's skipped samples; cut it to the size every rank has (all-rank ITC/ITM need equal
+        batches); None when a rank has nothing left, so that every rank skips the step together."""
+        for reason, message in batch["skipped"]:
+            self.skips.skip(reason, message)
+        self.skips.ok(batch["size"])
+        seen = self.skips.used + self.skips.total_skipped
+        if seen >= 200 and self.skips.total_skipped > 0.5 * seen:
+            raise TrainingError(f"more than half of the samples are unusable ({self.skips.summary()}); "
+                                f"check the data paths")
+        size = torch.tensor([batch["size"]])
+        if is_distributed():
+            dist.all_reduce(size, op=dist.ReduceOp.MIN)
+        size = int(size)
+        if size == 0:
+            return None
+        if size < batch["size"]:
+            self.skips.skip("rank_balance", f"{batch['size'] - size} usable samples left out to match other ranks")
+            batch = {k: v[:size] if isinstance(v, (torch.Tensor, list)) and k != "skipped" else v
+                     for k, v in batch.items()}
+            batch["size"] = size
+        return batch
 
     def fit(self, resume: bool = True) -> list[dict[str, float]]:
         """Train to the end (or max_steps); returns the logged records of this process."""
@@ -284,8 +306,11 @@ class Trainer:
         micro = 0
         t_last = time.perf_counter()
         while self.epoch < cfg.epochs and self.step < total_steps:
-            for batch in self._loader():
-                self.batch_in_epoch += 1
+            for raw in self._loader():
+                self.batch_in_epoch += 1  # counts every batch drawn, so a resume starts after it
+                batch = self._usable(raw)
+                if batch is None:
+                    continue
                 info = StepInfo(self.step, self.epoch, self.batch_in_epoch - 1, self.batches_per_epoch)
                 lr = lr_at(cfg, self.epoch, self.batch_in_epoch - 1, self.batches_per_epoch)
                 for group in self.optimizer.param_groups:
