@@ -54,7 +54,7 @@ def _pretrain(cfg: AblationConfig, synth: Path, data: Path, out: Path) -> Path:
     final = out / "model"
     if (final / "model.safetensors").exists():
         return final
-    recipe = {"model": _model(cfg), "tokenizer": str(synth / "tokenizer"), "queue_size": 256, "momentum": 0.95,
+    recipe = {"model": _model(cfg), "tokenizer": str(synth / "tokenizer"), "queue_size": 48, "momentum": 0.95,
               "alpha": 0.4, "alpha_ramp_epochs": 2, "mirror": True,
               "data": [{"reader": "pretrain_json", "path": str(data), "image_root": str(synth)}],
               "train": _train(cfg, out, cfg.pretrain_steps, 1e-3)}
@@ -65,7 +65,7 @@ def _finetune(cfg: AblationConfig, synth: Path, init: Path, out: Path, task: str
     final = out / "model"
     if (final / "model.safetensors").exists():
         return final
-    recipe = {"init": str(init), "mirror": True, "queue_size": 256, "momentum": 0.95,
+    recipe = {"init": str(init), "mirror": True, "queue_size": 48, "momentum": 0.95,
               "data": [{"reader": "karpathy", "path": str(synth / "coco_karpathy_train.json"),
                         "image_root": str(synth)}],
               "train": {**_train(cfg, out, cfg.finetune_steps, 2e-4), "schedule": "cosine", "min_lr": 0.0}}
