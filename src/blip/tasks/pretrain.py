@@ -43,8 +43,7 @@ def build_model(recipe: dict[str, Any], tok: Tokenizer) -> BlipPretrain:
     if m.get("init"):
         init, _, _ = load_checkpoint(m["init"], image_size=cfg.vision.image_size, allow_missing=True)
         model.load_state_dict(init.state_dict(), strict=False)
-        for online, ema in (("visual_encoder", "visual_encoder_m"), ("text_encoder", "text_encoder_m")):
-            getattr(model, ema).load_state_dict(getattr(model, online).state_dict())
+        model.reset_momentum()
     return model
 
 

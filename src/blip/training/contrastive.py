@@ -43,6 +43,12 @@ class MomentumContrastive(BlipModel):
         return getattr(self, self.POINTER)
 
     @torch.no_grad()
+    def reset_momentum(self) -> None:
+        """Make the momentum encoders exact copies of the online ones (after loading online weights)."""
+        for online, ema in MOMENTUM_PAIRS:
+            getattr(self, ema).load_state_dict(getattr(self, online).state_dict())
+
+    @torch.no_grad()
     def momentum_update(self) -> None:
         """EMA of the online encoders into the momentum ones."""
         for online, ema in MOMENTUM_PAIRS:
