@@ -63,7 +63,8 @@ class Blip:
     def cfg(self):
         return self.model.cfg
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The precision context for this model's forward passes (bf16 autocast, or nothing)."""
         # bf16 through autocast: matmuls in bf16, LayerNorm and softmax stay fp32 (no dtype errors on any device).
         if self.dtype == "bfloat16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
@@ -84,7 +85,7 @@ class Blip:
     @torch.no_grad()
     def image_embeds(self, images: Sequence[ImageSource]) -> torch.Tensor:
         """All ViT tokens (B, 1 + patches, width)."""
-        with self._autocast():
+        with self.autocast():
             return self.model.encode_image(self.pixels(images)).float()
 
     @torch.no_grad()
@@ -93,7 +94,7 @@ class Blip:
         self._need("itc", "image features")
         out = []
         for s in _batches(len(images), batch_size):
-            with self._autocast():
+            with self.autocast():
                 out.append(self.model.image_embed(self.model.encode_image(self.pixels(images[s]))).float())
         return torch.cat(out)
 
@@ -103,7 +104,7 @@ class Blip:
         self._need("itc", "text features")
         out = []
         for s in _batches(len(texts), batch_size):
-            with self._autocast():
+            with self.autocast():
                 out.append(self.model.text_embed(*self._texts(texts[s], max_length)).float())
         return torch.cat(out)
 
@@ -113,7 +114,7 @@ class Blip:
         """Image-grounded encoder output at [ENC] (B, hidden) for paired images and texts."""
         self._need("text_encoder", "multimodal features")
         images, texts = _pair(images, texts)
-        with self._autocast():
+        with self.autocast():
             states = self.model.encode_grounded(*self._texts(texts, max_length),
                                                 self.model.encode_image(self.pixels(images)))
         return states[:, 0].float()
@@ -129,7 +130,7 @@ class Blip:
         results = []
         for s in _batches(len(texts), batch_size):
             ids, mask = self._texts(texts[s], max_length)
-            with self._autocast():
+            with self.autocast():
                 embeds = self.model.encode_image(self.pixels(images[s]))
                 row: dict[str, torch.Tensor] = {}
                 if self.model.has("itm"):
@@ -160,7 +161,7 @@ class Blip:
         out: list[Caption] = []
         for s in _batches(len(images), batch_size):
             pixels = self.pixels(images[s])
-            with self._autocast():
+            with self.autocast():
                 embeds = self.model.encode_image(pixels)
                 cross_kv = self.model.text_decoder.bert.cross_kv(embeds)
                 prompt_t = torch.tensor([prompt_ids] * len(pixels), device=self.device)
@@ -192,7 +193,7 @@ class Blip:
         out: list[Answer] = []
         for s in _batches(len(questions), batch_size):
             ids, mask = self._texts([pre_question(q) for q in questions[s]], 35)
-            with self._autocast():
+            with self.autocast():
                 states = self.model.encode_grounded(ids, mask, self.model.encode_image(self.pixels(images[s])))
                 if answers is None:
                     out += self._generate_answers(states, mask, num_beams, max_length)

@@ -64,18 +64,6 @@ class Tokenizer:
         raise BlipError(f"{path}: no tokenizer.json or vocab.txt found")
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int = 1000) -> "Tokenizer":
-        """Train a small lower-cased WordPiece vocabulary (for the synthetic world)."""
-        from tokenizers.trainers import WordPieceTrainer
-
-        tok = HFTokenizer(WordPiece(unk_token="[UNK]"))
-        tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=None, clean_text=True)
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)
-        tok.train_from_iterator(texts, WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS)))
-        return cls(tok)
-
-    @classmethod
     def from_texts(cls, texts: Iterable[str]) -> "Tokenizer":
         """A whole-word vocabulary of every word in `texts` (deterministic; for small closed worlds)."""
         probe = cls.from_vocab(list(SPECIALS))

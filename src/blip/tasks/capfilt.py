@@ -14,6 +14,7 @@ import os
 import sys
 import tarfile
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -152,7 +153,7 @@ def _process_unit(cfg: CapFiltConfig, captioner: Blip, filt: Blip, unit: str, it
 
 def _stable(name: str) -> int:
     """A process-independent integer of a unit name (Python's hash() is salted per process)."""
-    return int.from_bytes(name.encode()[-8:].rjust(8, b"\0"), "big") % (2**31)
+    return zlib.crc32(name.encode())
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -215,7 +216,7 @@ def _merge(cfg: CapFiltConfig, unit_names: list[str], counter: SkipCounter, imag
     for r in provenance:
         if "skipped" in r:
             counter.skip(r["skipped"], r["image"])
-    summary: dict[str, Any] = {"human_pairs": len(human), "texts_in": 0, "texts_out": len(boot)}
+    summary: dict[str, Any] = {"human_pairs": len(human), "texts_out": len(boot)}
     for source in ("web", "synthetic"):
         rows = [r for r in provenance if r.get("source") == source]
         summary[f"{source}_total"] = len(rows)

@@ -70,7 +70,7 @@ def evaluate_nlvr2(model: Blip, annotation: str, image_root: str = "", batch_siz
         if not batch["size"]:
             continue
         ids, mask = model.tokenizer(batch["statement"], max_length=40)
-        with model._autocast():
+        with model.autocast():
             e0, e1 = model.model.encode_image(torch.cat([batch["image0"], batch["image1"]]).to(model.device)).chunk(2)
             pred = model.model.nlvr_logits(e0, e1, ids.to(model.device), mask.to(model.device)).argmax(-1).cpu()
         correct += int((pred == batch["label"]).sum())

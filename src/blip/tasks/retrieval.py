@@ -34,7 +34,7 @@ def retrieval_scores(model: Blip, rs: RetrievalSet, k_test: int = 256, batch_siz
     embeds, image_feats = [], []
     for s in range(0, len(rs.images), batch_size):
         pixels = torch.stack([model.transform(load_image(p)) for p in rs.images[s : s + batch_size]]).to(device)
-        with model._autocast():
+        with model.autocast():
             e = m.encode_image(pixels)
             embeds.append(e)
             image_feats.append(m.image_embed(e).float())
@@ -45,7 +45,7 @@ def retrieval_scores(model: Blip, rs: RetrievalSet, k_test: int = 256, batch_siz
         out = []
         for s in range(0, len(images), batch_size):
             i, t = images[s : s + batch_size].to(device), text_idx[s : s + batch_size].to(device)
-            with model._autocast():
+            with model.autocast():
                 out.append(m.itm_logits(image_embeds[i], ids[t], mask[t])[:, 1].float())
         return torch.cat(out)
 
@@ -69,9 +69,7 @@ def finetune_retrieval(recipe: dict[str, Any], resume: bool = False) -> Path:
     model = BlipRetrievalTrain(for_task(init.cfg, "retrieval"), queue_size=recipe.get("queue_size", 57600),
                                momentum=recipe.get("momentum", 0.995))
     model.load_state_dict(init.state_dict(), strict=False)
-    for online, ema in (("visual_encoder", "visual_encoder_m"), ("vision_proj", "vision_proj_m"),
-                        ("text_encoder", "text_encoder_m"), ("text_proj", "text_proj_m")):
-        getattr(model, ema).load_state_dict(getattr(model, online).state_dict())
+    model.reset_momentum()
     counter = SkipCounter()
     records = read_sources(recipe["data"], counter)
     # Pairs of one image are positives of each other: number the images (the reference's img_id).

@@ -54,12 +54,12 @@ def video_retrieval_scores(model: Blip, videos: Sequence[str | os.PathLike], tex
     model._need("itm", "video retrieval")
     m, device = model.model, model.device
     ids, mask = model._texts([pre_caption(t, VIDEO_MAX_WORDS) for t in texts], 35)
-    with model._autocast():
+    with model.autocast():
         text_feats = torch.cat([m.text_embed(ids[s : s + 256], mask[s : s + 256]).float()
                                 for s in range(0, len(ids), 256)])
     tokens, video_feats = [], []
     for pixels in _frame_batches(model, videos, num_frames, batch_size):
-        with model._autocast():
+        with model.autocast():
             frames = _encode_frames(model, pixels)
             # Mean of the per-frame projections, normalised after averaging (not a mean of unit vectors).
             video_feats.append(F.normalize(m.vision_proj(frames[:, :, 0]).float().mean(dim=1), dim=-1))
@@ -72,7 +72,7 @@ def video_retrieval_scores(model: Blip, videos: Sequence[str | os.PathLike], tex
         out = []
         for s in range(0, len(video_idx), batch_size):
             v, t = video_idx[s : s + batch_size].cpu(), text_idx[s : s + batch_size].to(device)
-            with model._autocast():
+            with model.autocast():
                 out.append(m.itm_logits(video_tokens[v].to(device), ids[t], mask[t])[:, 1].float())
         return torch.cat(out)
 
@@ -116,7 +116,7 @@ def answer_video_questions(model: Blip, videos: Sequence[str | os.PathLike], que
     out: list[Answer] = []
     for s, pixels in zip(range(0, len(videos), batch_size), _frame_batches(model, videos, num_frames, batch_size)):
         ids, mask = model._texts([pre_question(q) for q in questions[s : s + batch_size]], 35)
-        with model._autocast():
+        with model.autocast():
             states = model.model.encode_grounded(ids, mask, _encode_frames(model, pixels).flatten(1, 2))
             if answers is None:
                 out += model._generate_answers(states, mask, num_beams, max_length)

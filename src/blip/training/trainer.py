@@ -8,6 +8,7 @@ checkpoints every N steps (temporary file, then rename; the last K kept) and the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -133,9 +134,10 @@ def setup_distributed() -> torch.device:
 
 
 def _rng_state() -> dict[str, Any]:
+    name, keys, *rest = np.random.get_state()
+    # weights_only loading takes tensors and plain values, not numpy arrays.
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": [np.random.get_state()[0], torch.from_numpy(np.random.get_state()[1].copy()),
-                       *np.random.get_state()[2:]]}
+             "numpy": [name, torch.from_numpy(keys.copy()), *rest]}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -318,7 +320,7 @@ class Trainer:
                 micro += 1
                 last_micro = micro % cfg.grad_accum == 0
                 sync = last_micro or not is_distributed()
-                ctx = self.ddp.no_sync() if not sync else _null()
+                ctx = self.ddp.no_sync() if not sync else contextlib.nullcontext()
                 with ctx, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                     losses = self.loss_fn(self.ddp, _to(batch, self.device), info)
                     loss = losses["loss"]
@@ -357,13 +359,6 @@ class Trainer:
             print(f"blip: {self.skips.summary()}", file=sys.stderr)
         return self.history
 
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
