@@ -99,7 +99,7 @@ def test_same_seed_same_bytes_whatever_the_workers(tmp_path):
     generate(tmp_path / "b", num_images=40, seed=3, noise=0.4, num_videos=2, workers=2)
     generate(tmp_path / "c", num_images=40, seed=4, noise=0.4, num_videos=2, workers=2)
     a, b, c = digest(tmp_path / "a"), digest(tmp_path / "b"), digest(tmp_path / "c")
-    assert len(a) == 40 + 2 + 18 + 2 and a == b  # images, videos, JSON files, tokenizer (json + vocab)
+    assert len(a) == 40 + 2 + 20 + 2 and a == b  # images, videos, JSON files, tokenizer (json + vocab)
     assert a.keys() == c.keys() and a["images/000000.jpg"] != c["images/000000.jpg"]
 
 

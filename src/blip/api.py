@@ -185,23 +185,36 @@ class Blip:
             num_beams: int = 3, max_length: int = 10, k_test: int = 128, batch_size: int = 8,
             progress: Any = None) -> list[Answer]:
         """Answer questions about images: generate (beam search), or rank a given answer list (reference k_test)."""
-        self._need("text_encoder", "VQA")
-        self._need("text_decoder", "VQA")
-        if self.cfg.decoder_input != "question":
-            raise BlipError("this model's decoder reads images, not questions: load a VQA checkpoint for ask()")
+        self._need_vqa("ask()")
         images, questions = _pair(images, questions)
         out: list[Answer] = []
         for s in _batches(len(questions), batch_size):
-            ids, mask = self._texts([pre_question(q) for q in questions[s]], 35)
             with self.autocast():
-                states = self.model.encode_grounded(ids, mask, self.model.encode_image(self.pixels(images[s])))
-                if answers is None:
-                    out += self._generate_answers(states, mask, num_beams, max_length)
-                else:
-                    out += self._rank_answers(states, mask, answers, k_test)
+                embeds = self.model.encode_image(self.pixels(images[s]))
+            out += self.ask_embeds(embeds, questions[s], answers, num_beams, max_length, k_test)
             if progress is not None:
-                progress.update(len(ids))
+                progress.update(len(embeds))
         return out
+
+    @torch.no_grad()
+    def ask_embeds(self, image_embeds: torch.Tensor, questions: Sequence[str], answers: Sequence[str] | None = None,
+                   num_beams: int = 3, max_length: int = 10, k_test: int = 128) -> list[Answer]:
+        """ask() on ViT tokens (B, L, width) already computed, one batch: e.g. video frames' tokens concatenated."""
+        self._need_vqa("ask()")
+        if len(image_embeds) != len(questions):
+            raise BlipError(f"got {len(image_embeds)} image embeddings and {len(questions)} questions")
+        ids, mask = self._texts([pre_question(q) for q in questions], 35)
+        with self.autocast():
+            states = self.model.encode_grounded(ids, mask, image_embeds)
+            if answers is None:
+                return self._generate_answers(states, mask, num_beams, max_length)
+            return self._rank_answers(states, mask, answers, k_test)
+
+    def _need_vqa(self, what: str) -> None:
+        self._need("text_encoder", "VQA")
+        self._need("text_decoder", "VQA")
+        if self.cfg.decoder_input != "question":
+            raise BlipError(f"this model's decoder reads images, not questions: load a VQA checkpoint for {what}")
 
     def _generate_answers(self, states, mask, num_beams: int, max_length: int) -> list[Answer]:
         gen = GenerationConfig(strategy="beam", num_beams=num_beams, max_length=max_length, min_length=1)

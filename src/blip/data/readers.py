@@ -10,6 +10,8 @@ Formats (paths inside annotation files are relative to the `image_root` / `video
 - NLVR2, BLIP JSON: `[{"images": [p0, p1], "sentence", "label": "True"|"False"}]`; official JSONL with
   `identifier`, `sentence`, `label` (and `directory` in train)
 - MSRVTT: BLIP JSONL `{"clip_name", "caption"}` per line, or the official `{"videos": [...], "sentences": [...]}`
+- MSRVTT-QA / MSVD-QA: JSON list or JSONL of `{"video": "video7010.mp4"` or `"video_id": "video7010"`
+  (an integer N is MSRVTT's videoN), `"question", "answer": text or [texts], "question_id"` or `"id"}`
 - tables: CSV/TSV with a header, or JSONL, with an image column (image, filepath, path, file) and a text
   column (caption, text, title)
 
@@ -363,3 +365,42 @@ def read_msrvtt(path: str | os.PathLike, video_root: str | os.PathLike = "", spl
                 captions.setdefault(name, []).append(text)
     return [VideoRecord(_video_path(video_root, name), tuple(texts), Path(name).stem)
             for name, texts in captions.items() if texts]
+
+
+# ------------------------------------------------------------------------------------------ MSRVTT-QA, MSVD-QA
+VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mkv")
+
+
+def _qa_video_path(video_root: str | os.PathLike, name: str | int) -> str:
+    """Video file of a QA entry: an integer id is MSRVTT's videoN; a bare name takes the suffix of the file that
+    exists (MSVD clips are .avi), else .mp4 as read_msrvtt does."""
+    name = f"video{name}" if isinstance(name, int) else name
+    if not Path(name).suffix:
+        for suffix in VIDEO_SUFFIXES:
+            if Path(_join(video_root, name + suffix)).exists():
+                return _join(video_root, name + suffix)
+    return _video_path(video_root, name)
+
+
+def read_video_qa(path: str | os.PathLike, video_root: str | os.PathLike = "",
+                  counter: SkipCounter | None = None) -> list[VQARecord]:
+    """MSRVTT-QA / MSVD-QA questions (JSON list or JSONL) as VQA records whose `image` is the video's path."""
+    c = _counter(counter)
+    entries = list(iter_jsonl(path, c)) if Path(path).suffix.lower() == ".jsonl" else _load_json_list(path)
+    records = []
+    for i, entry in enumerate(entries):
+        where = f"{path}[{i}]"
+        video = entry.get("video", entry.get("video_id")) if isinstance(entry, dict) else None
+        if isinstance(video, bool) or not isinstance(video, (str, int)) or video == "":
+            c.skip("bad_json", f"{where}: missing or invalid 'video' / 'video_id'")
+            continue
+        question = clean_text(entry.get("question"), where, c)
+        if question is None:
+            continue
+        raw = entry.get("answer", [])
+        given = [a for a in (raw if isinstance(raw, list) else [raw]) if isinstance(a, str) and a.strip()]
+        answers, weights = answer_weights(given) if given else ((), ())
+        # The original MSRVTT-QA files number questions with "id"; ALPRO / LAVIS files with "question_id".
+        qid = str(entry.get("question_id", entry.get("id", f"{Path(path).stem}-{i}")))
+        records.append(VQARecord(_qa_video_path(video_root, video), question, answers, weights, qid))
+    return records

@@ -25,6 +25,9 @@ On-disk layout under OUT (all paths inside JSON files are relative to OUT, which
     videos/videoNNNN.mp4          short clips (8 frames) of moving shapes
     msrvtt/videodatainfo.json     (video root: OUT/videos) official MSRVTT layout: {"videos": [{"video_id", "split"}], "sentences": [...]}
     msrvtt/msrvtt_test.jsonl      BLIP's layout: {"clip_name", "caption"} per line, test videos
+    msrvtt/msrvtt_qa_{train,test}.json  MSRVTT-QA layout: [{"video": "videoNNNN.mp4", "question", "answer",
+                                  "question_id"}], questions only the motion answers (colour / direction / shape
+                                  of a moving object, how many move)
     video_scenes.json             per video: background and moving objects (shape, colour, direction)
 
 Splits: half the images form the web split, 5% each (at least one) val and test, the rest Karpathy train.
@@ -565,6 +568,7 @@ def make_statement(left: dict[str, Any], right: dict[str, Any], rng: np.random.G
 
 # ---------------------------------------------------------------------------------------------------- video
 VIDEO_FRAMES = 8
+VIDEO_QUESTIONS = 3  # questions drawn per video (repeats dropped)
 
 
 def make_video_scene(rng: np.random.Generator) -> dict[str, Any]:
@@ -608,6 +612,34 @@ def video_caption(scene: dict[str, Any], rng: np.random.Generator) -> str:
     return _pick(rng, (f"{parts[0]} and {parts[1]}", f"{parts[0]} while {parts[1]}"))
 
 
+def video_question(scene: dict[str, Any], rng: np.random.Generator) -> tuple[str, str]:
+    """A (question, answer) about the moving objects: the colour, direction or shape of one, or how many move.
+    Objects of a video never share a colour, so a colour always singles one out."""
+    objs = scene["objects"]
+    shapes, directions = [o["shape"] for o in objs], [o["direction"] for o in objs]
+    while True:
+        qtype = _pick(rng, ("colour", "direction", "shape", "count"))
+        if qtype == "colour":
+            unique = [o for o in objs if shapes.count(o["shape"]) == 1]
+            if unique:
+                o = _pick(rng, unique)
+                word = _pick(rng, ("color", "colour"))
+                return _pick(rng, (f"what {word} is the moving {o['shape']}?",
+                                   f"what {word} is the {o['shape']} that moves?")), o["colour"]
+        elif qtype == "direction":
+            o = _pick(rng, objs)
+            return _pick(rng, (f"which direction does the {o['colour']} {o['shape']} move?",
+                               f"where does the {o['colour']} object go?")), o["direction"]
+        elif qtype == "shape":
+            unique = [o for o in objs if directions.count(o["direction"]) == 1]
+            if unique:
+                o = _pick(rng, unique)
+                return _pick(rng, (f"what shape {MOTIONS[o['direction']][0]}?",
+                                   f"what shape is the {o['colour']} thing that moves?")), o["shape"]
+        else:
+            return "how many objects are moving?", str(len(objs))
+
+
 # -------------------------------------------------------------------------------------------------- driver
 def split_sizes(n: int) -> dict[str, int]:
     """How many images each split gets: half web, 5% (at least one) each val and test, the rest train."""
@@ -648,7 +680,7 @@ def _image_job(args: tuple[int, int, int, str, str]) -> dict[str, Any]:
 
 
 def _video_job(args: tuple[int, int, int, str]) -> dict[str, Any]:
-    """Generate and write one video with five captions (runs in a worker process)."""
+    """Generate and write one video with five captions and its questions (runs in a worker process)."""
     index, seed, size, out = args
     from blip.data.video import write_video  # PyAV is only needed when videos are asked for
 
@@ -663,8 +695,10 @@ def _video_job(args: tuple[int, int, int, str]) -> dict[str, Any]:
             captions.append(c)
         if len(captions) == CAPTIONS_EVAL:
             break
+    # Drawn after the captions, so the videos and captions do not depend on whether questions exist.
+    questions = list(dict.fromkeys(video_question(scene, rng) for _ in range(VIDEO_QUESTIONS)))
     scene.update(video_id=name, video=f"videos/{name}.mp4")
-    return {"scene": scene, "captions": captions}
+    return {"scene": scene, "captions": captions, "questions": questions}
 
 
 def _load_dumped(path: Path) -> Any:
@@ -783,6 +817,11 @@ def generate(out: str | os.PathLike, num_images: int = 1000, seed: int = 0, nois
         _dump(out_path, "msrvtt/msrvtt_test.jsonl",
               [{"clip_name": v["scene"]["video_id"], "caption": v["captions"][0]}
                for v, s in zip(videos, vsplits) if s == "test"], files)
+        for name in ("train", "test"):
+            qa = [(v, q) for v, s in zip(videos, vsplits) if s == name for q in v["questions"]]
+            _dump(out_path, f"msrvtt/msrvtt_qa_{name}.json",
+                  [{"video": f"{v['scene']['video_id']}.mp4", "question": q, "answer": a, "question_id": i}
+                   for i, (v, (q, a)) in enumerate(qa)], files)
 
     # One vocabulary for every task of this world (captions, web texts, questions, answers, statements), so a
     # model pretrained here can also spell the VQA answers and NLVR2 statements.

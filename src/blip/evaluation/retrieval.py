@@ -6,6 +6,9 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
+
+from blip.training.distributed import is_distributed, rank, world_size
 
 # Scores (image indices, text indices) pairwise: both are 1-D long tensors of the same length P; returns P scores.
 PairScorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -23,7 +26,11 @@ def two_stage_scores(
     rows_per_call: int = 1,
     fill_value: float = -100.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Final (image->text, text->image) score matrices: ITM + ITC on each row's ITC top-k, `fill_value` elsewhere."""
+    """Final (image->text, text->image) score matrices: ITM + ITC on each row's ITC top-k, `fill_value` elsewhere.
+
+    Under torch.distributed every rank re-ranks a contiguous block of each matrix's rows and all ranks return the
+    full matrices (the reference's evaluation split); `sims_i2t` must be the same full matrix on every rank.
+    """
     if sims_i2t.dim() != 2:
         raise ValueError(f"sims_i2t must be 2-D (images x texts), got shape {tuple(sims_i2t.shape)}")
     if k < 1 or rows_per_call < 1:
@@ -35,15 +42,24 @@ def two_stage_scores(
     return scores_i2t, scores_t2i
 
 
+def _rank_rows(n_rows: int) -> range:
+    """This rank's contiguous block of query rows (all rows outside torch.distributed), as the reference splits."""
+    step = -(-n_rows // world_size())
+    return range(min(n_rows, rank() * step), min(n_rows, (rank() + 1) * step))
+
+
 def _rerank_rows(
     sims: torch.Tensor, k: int, score_pairs: PairScorer, rows_per_call: int, fill_value: float
 ) -> torch.Tensor:
     # Row r of `sims` is a query; its top-k columns get score_pairs(r, column) + similarity, as in the reference.
     n_rows, n_cols = sims.shape
     k = min(k, n_cols)
-    out = torch.full((n_rows, n_cols), fill_value, dtype=sims.dtype, device=sims.device)
-    for start in range(0, n_rows, rows_per_call):
-        block = sims[start : start + rows_per_call]
+    mine = _rank_rows(n_rows)
+    # Other ranks' rows are 0 here, so a SUM over ranks adds exact zeros to each rank's own (filled) rows.
+    out = torch.zeros((n_rows, n_cols), dtype=sims.dtype, device=sims.device)
+    out[mine.start : mine.stop] = fill_value
+    for start in range(mine.start, mine.stop, rows_per_call):
+        block = sims[start : min(start + rows_per_call, mine.stop)]
         top_sim, top_idx = block.topk(k, dim=1)
         rows = torch.arange(start, start + block.shape[0], device=sims.device).repeat_interleave(k)
         pair_scores = score_pairs(rows, top_idx.reshape(-1))
@@ -51,6 +67,8 @@ def _rerank_rows(
             raise ValueError(f"itm_scores returned {pair_scores.numel()} scores for {rows.numel()} pairs")
         pair_scores = pair_scores.reshape(block.shape[0], k).to(device=out.device, dtype=out.dtype)
         out[start : start + block.shape[0]].scatter_(1, top_idx, pair_scores + top_sim)
+    if is_distributed():
+        dist.all_reduce(out)
     return out
 
 

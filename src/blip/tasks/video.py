@@ -3,24 +3,28 @@
 As in the reference's eval_retrieval_video.py: frames are sampled uniformly and encoded as images; for ITC each
 frame's projected [CLS] feature is averaged over the frames and the mean is L2-normalised; for cross-attention
 (ITM, the VQA question encoder) the frames' token sequences, [CLS] included, are concatenated frame after frame
-into one sequence of T x (1 + patches) tokens, all attended to. Nothing is trained on video.
+into one sequence of T x (1 + patches) tokens, all attended to. Nothing is trained on video. Video QA
+(MSRVTT-QA, MSVD-QA) ranks an answer list with the VQA model and scores top-1 accuracy.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from blip.api import Answer, Blip
-from blip.data.readers import read_msrvtt
-from blip.data.text import pre_caption, pre_question
+from blip.data.readers import read_answer_list, read_msrvtt, read_video_qa
+from blip.data.text import pre_caption
 from blip.data.video import load_frames
 from blip.errors import BlipError
 from blip.evaluation.retrieval import positive_ranks, retrieval_metrics, two_stage_scores
+from blip.evaluation.vqa import normalize_answer, write_vqa_results
 
 # The reference's video dataset cleans captions to at most 40 words (the image datasets use 30).
 VIDEO_MAX_WORDS = 40
@@ -32,10 +36,8 @@ def _frame_batches(model: Blip, videos: Sequence[str | os.PathLike], num_frames:
     if num_frames < 1:
         raise BlipError(f"num_frames must be at least 1, got {num_frames}")
     for s in range(0, len(videos), batch_size):
-        # Decode each distinct video of the batch once (one video asked many questions repeats its path).
-        batch = [str(v) for v in videos[s : s + batch_size]]
-        clips = {v: torch.stack([model.transform(f) for f in load_frames(v, num_frames)]) for v in dict.fromkeys(batch)}
-        yield torch.stack([clips[v] for v in batch]).to(model.device)
+        yield torch.stack([torch.stack([model.transform(f) for f in load_frames(v, num_frames)])
+                           for v in videos[s : s + batch_size]]).to(model.device)
 
 
 def _encode_frames(model: Blip, pixels: torch.Tensor) -> torch.Tensor:
@@ -104,22 +106,63 @@ def answer_video_questions(model: Blip, videos: Sequence[str | os.PathLike], que
                            answers: Sequence[str] | None = None, num_frames: int = 8, k_test: int = 128,
                            num_beams: int = 3, max_length: int = 10, batch_size: int = 8) -> list[Answer]:
     """Answer questions about videos with a VQA model: generate (beam search), or rank an answer list (k_test)."""
-    model._need("text_encoder", "video QA")
-    model._need("text_decoder", "video QA")
-    if model.cfg.decoder_input != "question":
-        raise BlipError("this model's decoder reads images, not questions: load a VQA checkpoint for video QA")
-    videos, questions = list(videos), list(questions)
+    model._need_vqa("video QA")
+    videos, questions = [str(v) for v in videos], list(questions)
     if len(videos) == 1:  # one video, many questions
         videos = videos * len(questions)
     if len(videos) != len(questions):
         raise BlipError(f"got {len(videos)} videos and {len(questions)} questions; give equal numbers, or one video")
-    out: list[Answer] = []
-    for s, pixels in zip(range(0, len(videos), batch_size), _frame_batches(model, videos, num_frames, batch_size)):
-        ids, mask = model._texts([pre_question(q) for q in questions[s : s + batch_size]], 35)
+    # Each distinct video is decoded and encoded once, however many questions it is asked (MSRVTT-QA: ~24).
+    asked: dict[str, list[int]] = {}
+    for q, v in enumerate(videos):
+        asked.setdefault(v, []).append(q)
+    distinct = list(asked)
+    out: list[Answer | None] = [None] * len(questions)
+    for s, pixels in zip(range(0, len(distinct), batch_size), _frame_batches(model, distinct, num_frames, batch_size)):
         with model.autocast():
-            states = model.model.encode_grounded(ids, mask, _encode_frames(model, pixels).flatten(1, 2))
-            if answers is None:
-                out += model._generate_answers(states, mask, num_beams, max_length)
-            else:
-                out += model._rank_answers(states, mask, answers, k_test)
+            tokens = _encode_frames(model, pixels).flatten(1, 2)
+        pairs = [(j, q) for j, v in enumerate(distinct[s : s + batch_size]) for q in asked[v]]
+        for p in range(0, len(pairs), batch_size):
+            chunk = pairs[p : p + batch_size]
+            embeds = tokens[torch.tensor([j for j, _ in chunk], device=tokens.device)]
+            got = model.ask_embeds(embeds, [questions[q] for _, q in chunk], answers, num_beams, max_length, k_test)
+            for (_, q), answer in zip(chunk, got):
+                out[q] = answer
     return out
+
+
+def qa_accuracy(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+    """Percentage of predictions equal to one of their question's answers, both normalised as VQA answers are."""
+    if len(predictions) != len(references) or not predictions:
+        raise BlipError(f"need as many reference answer sets as predictions (> 0), got {len(references)} "
+                        f"and {len(predictions)}")
+    # MSRVTT-QA and MSVD-QA score plain top-1 accuracy (one answer per question), not VQA accuracy's
+    # min(#annotators / 3, 1); the normalisation only keeps "Two." and "2" from counting as different answers.
+    hits = sum(normalize_answer(p) in {normalize_answer(a) for a in refs} for p, refs in zip(predictions, references))
+    return 100.0 * hits / len(predictions)
+
+
+def evaluate_video_qa(model: Blip, annotation: str, video_root: str = "", answer_list: str | None = None,
+                      num_frames: int = 8, k_test: int = 128, out: str | None = None,
+                      batch_size: int = 8) -> dict[str, float]:
+    """Zero-shot MSRVTT-QA / MSVD-QA top-1 accuracy, ranking `answer_list` (default: the annotation's answers)."""
+    # `out` receives the answers in the VQA submission format and the metrics beside it, as evaluate_vqa does.
+    records = read_video_qa(annotation, video_root=video_root)
+    if not records:
+        raise BlipError(f"{annotation}: no video questions")
+    candidates = read_answer_list(answer_list) if answer_list else \
+        list(dict.fromkeys(a for rec in records for a in rec.answers))
+    if not candidates:
+        raise BlipError(f"{annotation}: no answers to rank; give an answer list")
+    answers = answer_video_questions(model, [rec.image for rec in records], [rec.question for rec in records],
+                                     answers=candidates, num_frames=num_frames, k_test=k_test, batch_size=batch_size)
+    metrics = {"questions": float(len(records))}
+    answered = [(a.text, rec.answers) for a, rec in zip(answers, records) if rec.answers]
+    if answered:
+        metrics["accuracy"] = qa_accuracy([p for p, _ in answered], [refs for _, refs in answered])
+    if out:
+        # Integer ids as the source files number questions (the readers keep ids as strings).
+        write_vqa_results(out, {int(rec.question_id) if rec.question_id.isdigit() else rec.question_id: a.text
+                                for rec, a in zip(records, answers)})
+        Path(out).with_suffix(".metrics.json").write_text(json.dumps(metrics))
+    return metrics
