@@ -7,16 +7,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset
 
 from blip.checkpoint import save_pretrained
 from blip.data import read_karpathy_train, read_pretrain_json, read_table, train_transform
 from blip.data.robust import SkipCounter
+from blip.data.webdata import WebDatasetPairs, expand_shards
 from blip.errors import BlipError
 from blip.model.blip import BlipModel
 from blip.tokenizer import Tokenizer
-from blip.training.distributed import rank
-from blip.training.trainer import LossFn, TrainConfig, Trainer
+from blip.training.distributed import rank, world_size
+from blip.training.trainer import LossFn, TrainConfig, Trainer, setup_distributed
 
 READERS = {"pretrain_json": read_pretrain_json, "karpathy": read_karpathy_train, "table": read_table}
 
@@ -32,6 +33,26 @@ def read_sources(sources: list[dict[str, Any]], counter: SkipCounter) -> list:
     if not records:
         raise BlipError("the recipe's data sources hold no usable image-text pairs")
     return records
+
+
+def read_webdataset(sources: list[dict[str, Any]], transform: Callable, max_words: int,
+                    train: TrainConfig) -> WebDatasetPairs:
+    """One stream over the tar shards of every {reader: webdataset, urls} source of a recipe (img2dataset layout).
+
+    An epoch is `train.steps_per_epoch` optimiser steps: each rank and loader worker yields its share of the
+    batches those steps take (whole batches: a worker batches only its own samples), cycling over its shards, so
+    every rank has the same number of batches.
+    """
+    if any(src.get("reader") != "webdataset" for src in sources):
+        raise BlipError("webdataset sources cannot be mixed with other readers in one recipe")
+    if not train.steps_per_epoch:
+        raise BlipError("webdataset sources have no length: set train.steps_per_epoch")
+    urls = [url for src in sources for url in expand_shards(src["urls"])]
+    setup_distributed()  # the stream's length depends on the number of ranks
+    workers = max(1, train.num_workers)
+    per_worker = -(-train.steps_per_epoch * train.grad_accum // workers) * train.batch_size
+    return WebDatasetPairs(urls, transform, max_words=max_words, seed=train.seed,
+                           epoch_samples=per_worker * workers * world_size())
 
 
 def image_transform(recipe: dict[str, Any], size: int, min_scale: float):
@@ -50,8 +71,8 @@ def tokenizer_or_bert(tok: Tokenizer | None) -> Tokenizer:
     return _bert_tokenizer()
 
 
-def train_and_save(train: TrainConfig, module: nn.Module, model: BlipModel, tok: Tokenizer, dataset: Dataset,
-                   loss_fn: LossFn, counter: SkipCounter, resume: bool,
+def train_and_save(train: TrainConfig, module: nn.Module, model: BlipModel, tok: Tokenizer,
+                   dataset: Dataset | IterableDataset, loss_fn: LossFn, counter: SkipCounter, resume: bool,
                    before_fit: Callable[[], None] | None = None) -> Path:
     """Train `module` (whose forward is the loss) with the one trainer; save `model` as OUT/model (rank 0)."""
     trainer = Trainer(train, module, dataset, loss_fn)

@@ -13,7 +13,7 @@ from blip.data import PairDataset
 from blip.data.robust import SkipCounter
 from blip.errors import BlipError
 from blip.model.config import preset
-from blip.tasks.common import image_transform, read_sources, tokenizer_or_bert, train_and_save
+from blip.tasks.common import image_transform, read_sources, read_webdataset, tokenizer_or_bert, train_and_save
 from blip.tokenizer import Tokenizer
 from blip.training.pretrain import BlipPretrain
 from blip.training.trainer import StepInfo, TrainConfig
@@ -22,6 +22,8 @@ from blip.training.trainer import StepInfo, TrainConfig
 def build_tokenizer(recipe: dict[str, Any], records: list) -> Tokenizer:
     """The recipe's tokenizer file, or a whole-word vocabulary of the training texts (synthetic world)."""
     spec = recipe.get("tokenizer", "bert-base-uncased")
+    if spec == "from_data" and not records:
+        raise BlipError("tokenizer: from_data needs annotation files; give a tokenizer with webdataset sources")
     if spec == "from_data":
         return Tokenizer.from_texts(t for r in records for t in r.texts)
     if spec == "bert-base-uncased":
@@ -54,13 +56,21 @@ def pretrain(recipe: dict[str, Any], resume: bool = False) -> Path:
     if not resume and any(out.glob("checkpoint-*.pt")):
         raise BlipError(f"{out} already holds checkpoints: pass --resume to continue, or choose another out folder")
     counter = SkipCounter()
-    records = read_sources(recipe["data"], counter)
+    # Tar shards stream (`read_webdataset`); every other reader lists records up front.
+    streamed = any(src.get("reader") == "webdataset" for src in recipe["data"])
+    records = [] if streamed else read_sources(recipe["data"], counter)
     tok_dir = out / "tokenizer"
     tok = Tokenizer.from_pretrained(tok_dir) if resume and tok_dir.exists() else build_tokenizer(recipe, records)
     model = build_model(recipe, tok)
     size = model.cfg.vision.image_size
-    dataset = PairDataset(records, image_transform(recipe, size, 0.2), max_words=recipe.get("max_words", 30),
-                          mirror=recipe.get("mirror", False))
+    transform, max_words = image_transform(recipe, size, 0.2), recipe.get("max_words", 30)
+    if streamed:
+        if recipe.get("mirror"):
+            raise BlipError("mirror needs annotation files (it swaps left/right in captions); turn it off for "
+                            "webdataset sources")
+        dataset = read_webdataset(recipe["data"], transform, max_words, train)
+    else:
+        dataset = PairDataset(records, transform, max_words=max_words, mirror=recipe.get("mirror", False))
     alpha, ramp = recipe.get("alpha", 0.4), recipe.get("alpha_ramp_epochs", 2)
     max_tokens = recipe.get("max_tokens", 30)
 

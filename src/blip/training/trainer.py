@@ -1,14 +1,22 @@
 """The one trainer every task uses: torchrun DDP or a plain process, exact resume, atomic checkpoints.
 
-A task gives a model, a map-style dataset of samples and a loss function; the trainer owns the data order
-(seeded by epoch, split by rank), per-sample augmentation seeds (so resuming, or changing the number of loader
-workers, replays the same augmentations), the optimiser and schedule, bf16 autocast, gradient accumulation,
+A task gives a model, a dataset of samples and a loss function; the trainer owns the data order (seeded by epoch,
+split by rank), per-sample augmentation seeds (so resuming, or changing the number of loader workers, replays the
+same augmentations), the optimiser and schedule, bf16 autocast, gradient accumulation, DDP or FSDP2,
 checkpoints every N steps (temporary file, then rename; the last K kept) and the logs.
+
+The dataset is map-style (the trainer's EpochSampler orders it) or iterable, such as webdataset shards
+(`blip.data.webdata.WebDatasetPairs`: it splits its shards by rank and worker and reshuffles in `set_epoch`). An
+iterable has no length, so `steps_per_epoch` says how long an epoch is; a resumed run skips the batches of the
+current epoch it already consumed, which replays the same samples because the stream is a function of
+(seed, epoch).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import itertools
 import json
 import math
 import os
@@ -23,11 +31,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                     get_optimizer_state_dict, set_model_state_dict,
+                                                     set_optimizer_state_dict)
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
 
 from blip.data.robust import SkipCounter, collate
 from blip.errors import BlipError
-from blip.training.distributed import is_distributed, rank, world_size
+from blip.training.distributed import average_gradients, fully_shard_model, is_distributed, rank, world_size
 
 LossFn = Callable[[nn.Module, dict[str, Any], "StepInfo"], dict[str, torch.Tensor]]
 
@@ -60,6 +71,8 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimiser steps (tests, smoke runs)
     progress: bool = True
     deterministic: bool = False  # bitwise-reproducible kernels (slower); makes resumed runs equal to straight ones
+    fsdp: bool = False  # under torchrun: shard weights, gradients and optimiser state with FSDP2 instead of DDP
+    steps_per_epoch: int | None = None  # optimiser steps in an epoch: required for iterable datasets, a cap otherwise
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -104,6 +117,35 @@ class EpochSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.keys)
+
+
+class SeededIterable(IterableDataset):
+    """An iterable dataset whose n-th item on a (rank, worker) is drawn under a seed of (run seed, epoch, rank,
+    worker, n), so skipping consumed batches on resume replays the same augmentations."""
+
+    def __init__(self, dataset: IterableDataset, seed: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Pass the epoch on (a new shard and sample order) and to the augmentation seeds."""
+        self.epoch = epoch
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[Any]:
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        items = iter(self.dataset)
+        for n in itertools.count():
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(hash((self.seed, self.epoch, rank(), worker, n)) % 2**63)
+                item = next(items, _END)
+            if item is _END:
+                return
+            yield item
+
+
+_END = object()
 
 
 class SeededDataset(Dataset):
@@ -158,30 +200,50 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
 
 
 class Trainer:
-    """Runs `loss_fn` over `dataset` with AdamW; `fit()` resumes from the newest checkpoint in `cfg.out`."""
+    """Runs `loss_fn` over `dataset` with AdamW; `fit()` resumes from the newest checkpoint in `cfg.out`.
 
-    def __init__(self, cfg: TrainConfig, model: nn.Module, dataset: Dataset, loss_fn: LossFn,
+    With `cfg.fsdp` under torchrun the trainer shards a copy of `model` and, at the end of `fit()`, loads the
+    trained weights back into `model` on every rank (which stays where it was, whole); otherwise it trains `model`.
+    """
+
+    def __init__(self, cfg: TrainConfig, model: nn.Module, dataset: Dataset | IterableDataset, loss_fn: LossFn,
                  collate_fn: Callable[[list[Any]], dict[str, Any]] = collate):
         self.cfg = cfg
         self.device = setup_distributed()
-        self.model = model.to(self.device)
-        self.dataset = SeededDataset(dataset, cfg.seed)
+        self.iterable = isinstance(dataset, IterableDataset)
+        self.dataset = SeededIterable(dataset, cfg.seed) if self.iterable else SeededDataset(dataset, cfg.seed)
         self.loss_fn = loss_fn
         self.collate_fn = collate_fn
         self.out = Path(cfg.out)
         self.bf16 = cfg.bf16 if cfg.bf16 is not None else self.device.type == "cuda"
-        self.ddp = nn.parallel.DistributedDataParallel(self.model) if is_distributed() else self.model
+        self.given = model
+        self.fsdp = cfg.fsdp and is_distributed()
+        if self.fsdp:
+            # fully_shard works in place and cannot be undone: shard a copy, so `model` can take the result whole.
+            self.model = copy.deepcopy(model)
+            self.whole = fully_shard_model(self.model, self.device)
+            self.ddp = self.model
+        else:
+            self.model = model.to(self.device)
+            self.whole = []
+            self.ddp = nn.parallel.DistributedDataParallel(self.model) if is_distributed() else self.model
         self.optimizer = torch.optim.AdamW(_param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0  # micro-batches of this epoch already consumed
         self.skips = SkipCounter()
         self.history: list[dict[str, float]] = []
-        per_rank = len(dataset) // world_size() // cfg.batch_size  # type: ignore[arg-type]
-        self.batches_per_epoch = per_rank
-        if per_rank == 0:
-            raise TrainingError(f"{len(dataset)} samples cannot fill one batch of {cfg.batch_size} on "  # type: ignore
-                                f"{world_size()} rank(s)")
+        cap = cfg.steps_per_epoch * cfg.grad_accum if cfg.steps_per_epoch else None
+        if self.iterable:
+            if cap is None:
+                raise TrainingError("an iterable dataset has no length: set train.steps_per_epoch")
+            self.batches_per_epoch = cap
+        else:
+            per_rank = len(dataset) // world_size() // cfg.batch_size  # type: ignore[arg-type]
+            if per_rank == 0:
+                raise TrainingError(f"{len(dataset)} samples cannot fill one batch of {cfg.batch_size} on "  # type: ignore
+                                    f"{world_size()} rank(s)")
+            self.batches_per_epoch = min(per_rank, cap or per_rank)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoints(self) -> list[Path]:
@@ -189,11 +251,16 @@ class Trainer:
         return sorted(self.out.glob("checkpoint-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
 
     def save(self) -> Path:
-        """Write a checkpoint atomically (rank 0) and keep the newest `keep`."""
+        """Write a checkpoint atomically (rank 0) and keep the newest `keep`; every rank must call it."""
         path = self.out / f"checkpoint-{self.step:08d}.pt"
+        # Full (unsharded) state keyed by parameter name, gathered to rank 0's CPU: the same file under FSDP, DDP
+        # or one process, so a run can resume under any of them.
+        full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model_state = get_model_state_dict(self.model, options=full)
+        optimizer_state = get_optimizer_state_dict(self.model, self.optimizer, options=full)
         if rank() == 0:
             self.out.mkdir(parents=True, exist_ok=True)
-            state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+            state = {"model": model_state, "optimizer": optimizer_state, "step": self.step,
                      "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "rng": _rng_state(),
                      "skips": self.skips.as_dict(), "config": asdict(self.cfg)}
             tmp = path.with_suffix(".tmp")
@@ -214,8 +281,17 @@ class Trainer:
             state = torch.load(found[-1], map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001
             raise TrainingError(f"{found[-1]}: cannot resume from it ({type(e).__name__}: {e})") from None
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        # set_model_state_dict shards a shared parameter (the pretraining decoder's modules shared with the
+        # encoder) under its first name only, and fails copying the whole tensor under another: load each once.
+        aliases = _aliases(self.model)
+        loaded = {k: v for k, v in state["model"].items() if k not in aliases}
+        missing, unexpected = set_model_state_dict(self.model, loaded,
+                                                   options=StateDictOptions(full_state_dict=True, strict=False))
+        if set(missing) - aliases or unexpected:
+            raise TrainingError(f"{found[-1]} does not fit the model: missing {sorted(set(missing) - aliases)}, "
+                                f"unexpected {sorted(unexpected)}")
+        full = StateDictOptions(full_state_dict=True)
+        set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"], options=full)
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         _set_rng_state(state["rng"])
         self.skips.load(state["skips"])
@@ -243,13 +319,31 @@ class Trainer:
                     self._tb.add_scalar(k, v, record["step"])
 
     # ------------------------------------------------------------------ the loop
-    def _loader(self) -> DataLoader:
-        sampler = EpochSampler(len(self.dataset), self.cfg.seed, self.epoch, self.batch_in_epoch * self.cfg.batch_size,
-                               self.cfg.batch_size)
-        return DataLoader(self.dataset, batch_size=self.cfg.batch_size, sampler=sampler, drop_last=True,
-                          num_workers=self.cfg.num_workers, collate_fn=self.collate_fn,
-                          generator=torch.Generator().manual_seed(self.cfg.seed + self.epoch),
-                          persistent_workers=False, pin_memory=self.device.type == "cuda")
+    def _batches(self) -> Iterator[dict[str, Any]]:
+        """The rest of this epoch's batches: from the position of a resumed run, at most `batches_per_epoch`,
+        and only while every rank has one (an iterable's ranks may run dry at different batches)."""
+        cfg = self.cfg
+        if self.iterable:
+            self.dataset.set_epoch(self.epoch)
+            sampler, skip = None, self.batch_in_epoch  # a stream cannot seek: draw and drop what was consumed
+        else:
+            sampler = EpochSampler(len(self.dataset), cfg.seed, self.epoch, self.batch_in_epoch * cfg.batch_size,
+                                   cfg.batch_size)
+            skip = 0
+        loader = DataLoader(self.dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
+                            num_workers=cfg.num_workers, collate_fn=self.collate_fn,
+                            generator=torch.Generator().manual_seed(cfg.seed + self.epoch),
+                            persistent_workers=False, pin_memory=self.device.type == "cuda")
+        batches = itertools.islice(loader, skip, skip + self.batches_per_epoch - self.batch_in_epoch)
+        for batch in itertools.chain(batches, [None]):
+            if is_distributed():
+                have = torch.tensor([batch is not None], dtype=torch.int32)
+                dist.all_reduce(have, op=dist.ReduceOp.MIN)
+                if not have:
+                    return
+            if batch is None:
+                return
+            yield batch
 
     def _usable(self, batch: dict[str, Any]) -> dict[str, Any] | None:
         """Count the batch's skipped samples; cut it to the size every rank has (all-rank ITC/ITM need equal
@@ -273,6 +367,14 @@ class Trainer:
                      for k, v in batch.items()}
             batch["size"] = size
         return batch
+
+    def _gradient_sync(self, sync: bool) -> contextlib.AbstractContextManager:
+        """Reduce gradients across ranks on the last micro-step only (accumulate locally before it)."""
+        if self.fsdp:
+            self.model.set_requires_gradient_sync(sync)  # type: ignore[operator]
+        elif is_distributed() and not sync:
+            return self.ddp.no_sync()  # type: ignore[operator]
+        return contextlib.nullcontext()
 
     def fit(self, resume: bool = True) -> list[dict[str, float]]:
         """Train to the end (or max_steps); returns the logged records of this process."""
@@ -308,7 +410,7 @@ class Trainer:
         micro = 0
         t_last = time.perf_counter()
         while self.epoch < cfg.epochs and self.step < total_steps:
-            for raw in self._loader():
+            for raw in self._batches():
                 self.batch_in_epoch += 1  # counts every batch drawn, so a resume starts after it
                 batch = self._usable(raw)
                 if batch is None:
@@ -319,9 +421,8 @@ class Trainer:
                     group["lr"] = lr
                 micro += 1
                 last_micro = micro % cfg.grad_accum == 0
-                sync = last_micro or not is_distributed()
-                ctx = self.ddp.no_sync() if not sync else contextlib.nullcontext()
-                with ctx, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+                with self._gradient_sync(last_micro), autocast:
                     losses = self.loss_fn(self.ddp, _to(batch, self.device), info)
                     loss = losses["loss"]
                     if not torch.isfinite(loss):
@@ -330,6 +431,8 @@ class Trainer:
                     (loss / cfg.grad_accum).backward()
                 if not last_micro:
                     continue
+                if is_distributed():
+                    average_gradients(self.whole)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
@@ -355,10 +458,23 @@ class Trainer:
             bar.close()
         if not self.checkpoints() or int(self.checkpoints()[-1].stem.split("-")[1]) != self.step:
             self.save()
+        if self.fsdp:
+            self.given.load_state_dict(get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True)))
         if self.skips.total_skipped and rank() == 0:
             print(f"blip: {self.skips.summary()}", file=sys.stderr)
         return self.history
 
+
+
+def _aliases(model: nn.Module) -> set[str]:
+    """State-dict names of parameters and buffers that are also reachable under an earlier name."""
+    first: dict[int, str] = {}
+    for name, t in itertools.chain(model.named_parameters(remove_duplicate=False),
+                                   model.named_buffers(remove_duplicate=False)):
+        first.setdefault(id(t), name)
+    return {name for name, t in itertools.chain(model.named_parameters(remove_duplicate=False),
+                                                model.named_buffers(remove_duplicate=False))
+            if first[id(t)] != name}
 
 
 def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
