@@ -13,12 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import blip
 from blip.data.synth import generate
-from blip.tasks.capfilt import CapFiltConfig, run_capfilt
-from blip.tasks.caption import evaluate_caption, finetune_caption
-from blip.tasks.pretrain import pretrain
-from blip.tasks.retrieval import evaluate_retrieval, finetune_retrieval
+from blip.tasks.chain import capfilt_stage, evaluate_stage, finetune_stage, pretrain_stage
 
 VARIANTS = ("no bootstrapping", "filter only", "captioner only", "captioner + filter")
 
@@ -44,33 +40,39 @@ def _model(cfg: AblationConfig) -> dict[str, Any]:
                          "overrides": {"vision.patch_size": 16, "vision.depth": 2, "text.layers": 2}}
 
 
-def _train(cfg: AblationConfig, out: Path, steps: int, lr: float) -> dict[str, Any]:
-    return {"out": str(out), "epochs": 1000, "max_steps": steps, "batch_size": cfg.batch_size, "lr": lr,
+# Crops, RandAugment and blind flips make the synthetic world's position and count words false (mirror flips and
+# swaps left/right in the text instead): every recipe of the chain takes the image whole.
+WHOLE_IMAGE = {"crop_scale_min": 1.0, "randaug": False, "mirror": True}
+
+
+def _train(cfg: AblationConfig, steps: int, lr: float) -> dict[str, Any]:
+    return {"epochs": 1000, "max_steps": steps, "batch_size": cfg.batch_size, "lr": lr,
             "warmup_steps": max(1, steps // 10), "checkpoint_every": max(1, steps // 2), "num_workers": 0,
             "seed": cfg.seed, "progress": False, "log_every": 5}
 
 
-def _pretrain(cfg: AblationConfig, synth: Path, data: Path, out: Path) -> Path:
-    final = out / "model"
-    if (final / "model.safetensors").exists():
-        return final
-    recipe = {"model": _model(cfg), "tokenizer": str(synth / "tokenizer"), "queue_size": 48, "momentum": 0.95,
-              "alpha": 0.4, "alpha_ramp_epochs": 2, "mirror": True,
-              "data": [{"reader": "pretrain_json", "path": str(data), "image_root": str(synth)}],
-              "train": _train(cfg, out, cfg.pretrain_steps, 1e-3)}
-    return pretrain(recipe, resume=any(out.glob("checkpoint-*.pt")))
-
-
-def _finetune(cfg: AblationConfig, synth: Path, init: Path, out: Path, task: str) -> Path:
-    final = out / "model"
-    if (final / "model.safetensors").exists():
-        return final
-    recipe = {"init": str(init), "mirror": True, "queue_size": 48, "momentum": 0.95,
-              "data": [{"reader": "karpathy", "path": str(synth / "coco_karpathy_train.json"),
-                        "image_root": str(synth)}],
-              "train": {**_train(cfg, out, cfg.finetune_steps, 2e-4), "schedule": "cosine", "min_lr": 0.0}}
-    run = finetune_caption if task == "caption" else finetune_retrieval
-    return run(recipe, resume=any(out.glob("checkpoint-*.pt")))
+def chain_recipe(cfg: AblationConfig, synth: Path, out: Path) -> dict[str, Any]:
+    """The chain recipe (tasks/chain.py) of the miniature; configs/chain_tiny_synth.yaml is the same for data/synth."""
+    human = [{"reader": "karpathy", "path": str(synth / "coco_karpathy_train.json"), "image_root": str(synth)}]
+    finetune = {**WHOLE_IMAGE, "queue_size": 48, "momentum": 0.95, "data": human,
+                "train": {**_train(cfg, cfg.finetune_steps, 2e-4), "schedule": "cosine", "min_lr": 0.0}}
+    test = str(synth / "coco_karpathy_test.json")
+    return {
+        "out": str(out),
+        "pretrain": {"model": _model(cfg), "tokenizer": str(synth / "tokenizer"), "queue_size": 48, "momentum": 0.95,
+                     "alpha": 0.4, "alpha_ramp_epochs": 2, **WHOLE_IMAGE,
+                     "data": [{"reader": "pretrain_json", "path": str(synth / "pretrain.json"),
+                               "image_root": str(synth)}],
+                     "train": _train(cfg, cfg.pretrain_steps, 1e-3)},
+        "captioner": finetune,
+        "filter": finetune,
+        "capfilt": {"web": [str(synth / "web.json")], "image_root": str(synth),
+                    "human": [str(synth / "coco_karpathy_train.json")], "seed": cfg.seed, "progress": False,
+                    "max_length": 20},
+        "evaluate": [{"task": "retrieval", "data": test, "image_root": str(synth), "k_test": cfg.k_test},
+                     {"task": "caption", "data": test, "image_root": str(synth), "finetune": finetune,
+                      "meteor": False}],
+    }
 
 
 def _variant_data(synth: Path, provenance: list[dict[str, Any]], out: Path) -> dict[str, Path]:
@@ -117,34 +119,30 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
         timings[name] = round(time.perf_counter() - start, 1)
         print(f"[{time.perf_counter() - t0:6.0f} s] {name} done", flush=True)
 
+    recipe = chain_recipe(cfg, synth, out)
     s = time.perf_counter()
-    models = {"no bootstrapping": _pretrain(cfg, synth, synth / "pretrain.json", out / "pretrain_noisy")}
+    models = {"no bootstrapping": pretrain_stage(recipe["pretrain"], out / "pretrain_noisy")}
     step("pretrain on noisy web + human", s)
     s = time.perf_counter()
-    captioner = _finetune(cfg, synth, models["no bootstrapping"], out / "captioner", "caption")
-    filt = _finetune(cfg, synth, models["no bootstrapping"], out / "filter", "retrieval")
+    captioner = finetune_stage("caption", recipe["captioner"], models["no bootstrapping"], out / "captioner")
+    filt = finetune_stage("retrieval", recipe["filter"], models["no bootstrapping"], out / "filter")
     step("fine-tune captioner and filter", s)
     s = time.perf_counter()
-    capfilt_cfg = CapFiltConfig(out=str(out / "capfilt"), web=[str(synth / "web.json")], image_root=str(synth),
-                                human=[str(synth / "coco_karpathy_train.json")], seed=cfg.seed, progress=False,
-                                max_length=20)
-    summary = run_capfilt(capfilt_cfg, blip.load(captioner), blip.load(filt))
+    summary = capfilt_stage(recipe["capfilt"], captioner, filt, out / "capfilt")
     provenance = [json.loads(x) for x in (out / "capfilt" / "provenance.jsonl").read_text().splitlines()]
     step("CapFilt", s)
     data = _variant_data(synth, provenance, out / "capfilt")
     s = time.perf_counter()
     for name in VARIANTS[1:]:
-        models[name] = _pretrain(cfg, synth, data[name], out / f"pretrain_{data[name].stem}")
+        source = [{"reader": "pretrain_json", "path": str(data[name]), "image_root": str(synth)}]
+        models[name] = pretrain_stage(recipe["pretrain"], out / f"pretrain_{data[name].stem}", source)
     step("pretrain the bootstrapped variants", s)
     s = time.perf_counter()
     rows = {}
-    test = str(synth / "coco_karpathy_test.json")
     for name in VARIANTS:
-        retrieval = evaluate_retrieval(blip.load(models[name]), test, str(synth), k_test=cfg.k_test)
-        cap_model = _finetune(cfg, synth, models[name], models[name].parent / "caption", "caption")
-        caption = evaluate_caption(blip.load(cap_model), test, str(synth), meteor=False)
-        rows[name] = {"txt_r1": retrieval["txt_r1"], "img_r1": retrieval["img_r1"],
-                      "bleu4": 100 * caption["Bleu_4"], "cider": 100 * caption["CIDEr"]}
+        m = evaluate_stage(recipe["evaluate"], models[name], models[name].parent)
+        rows[name] = {"txt_r1": m["retrieval/txt_r1"], "img_r1": m["retrieval/img_r1"],
+                      "bleu4": m["caption/Bleu_4"], "cider": m["caption/CIDEr"]}
     step("evaluate", s)
     labels = json.loads((synth / "web_noise_labels.json").read_text())
     result = {"rows": rows, "filter": filter_quality(provenance, labels), "capfilt": summary,
