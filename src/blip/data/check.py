@@ -12,7 +12,8 @@ from typing import Any, Callable, Iterable
 import torch
 
 from blip.data.readers import (iter_jsonl, load_json, read_karpathy_eval, read_karpathy_train, read_msrvtt,
-                               read_nlvr2, read_pretrain_json, read_table, read_vqa, read_vqa_official)
+                               read_nlvr2, read_pretrain_json, read_table, read_video_qa, read_vqa,
+                               read_vqa_official)
 from blip.data.robust import SKIPPABLE, DataError, Skip, SkipCounter
 from blip.data.video import load_frames
 from blip.data.webdata import WebDatasetPairs
@@ -60,7 +61,7 @@ def detect_kind(path: Path) -> str:
     if "images" in first and "sentence" in first:
         return "nlvr2"
     if "question" in first:
-        return "vqa"
+        return "video_qa" if "video" in first or "video_id" in first else "vqa"
     if "image" in first and isinstance(first.get("caption"), list):
         return "karpathy_eval"
     if "image" in first and "image_id" in first:
@@ -112,6 +113,9 @@ def _records_media(kind: str, path: Path, root: str, counter: SkipCounter) -> tu
     if kind == "nlvr2":
         recs = read_nlvr2(path, root, counter)
         return len(recs), [("image", p) for r in recs for p in r.images]
+    if kind == "video_qa":
+        recs = read_video_qa(path, root, counter)
+        return len(recs), [("video", r.image) for r in recs]
     if kind == "msrvtt":
         recs = read_msrvtt(path, root, counter=counter)
         return len(recs), [("video", r.video) for r in recs]
