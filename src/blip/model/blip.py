@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,7 +37,11 @@ class BlipModel(nn.Module):
             self.cls_head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 2))
         for name, module in self.named_children():
             if name != "visual_encoder":  # timm initialises the ViT its own way
-                module.apply(_bert_init)
+                module.apply(partial(_bert_init, std=cfg.text.init_std))
+        if cfg.vision.init_std != 0.02:  # timm's own std otherwise
+            for module in self.visual_encoder.modules():
+                if isinstance(module, nn.Linear):
+                    nn.init.trunc_normal_(module.weight, std=cfg.vision.init_std)
 
     def has(self, part: str) -> bool:
         """Whether this model carries a part (text_encoder, text_decoder, itc, itm)."""
@@ -79,10 +85,10 @@ class BlipModel(nn.Module):
         return self.temp.clamp(0.001, 0.5)
 
 
-def _bert_init(module: nn.Module) -> None:
-    """BERT's initialisation (normal 0.02, zero biases, unit LayerNorm): training from scratch diverges without it."""
+def _bert_init(module: nn.Module, std: float) -> None:
+    """BERT's initialisation (normal std, zero biases, unit LayerNorm): training from scratch diverges without it."""
     if isinstance(module, (nn.Linear, nn.Embedding)):
-        nn.init.normal_(module.weight, std=0.02)
+        nn.init.normal_(module.weight, std=std)
     if isinstance(module, nn.Embedding) and module.padding_idx is not None:
         nn.init.zeros_(module.weight[module.padding_idx])
     if isinstance(module, nn.Linear) and module.bias is not None:

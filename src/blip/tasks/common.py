@@ -56,10 +56,13 @@ def read_webdataset(sources: list[dict[str, Any]], transform: Callable, max_word
 
 
 def image_transform(recipe: dict[str, Any], size: int, min_scale: float):
-    """The training transform of a recipe: crop scale, RandAugment, and no blind flip when the dataset mirrors
-    pairs itself (a flip must swap "left" and "right" in the caption too)."""
-    return train_transform(size, min_scale=recipe.get("crop_scale_min", min_scale), flip=not recipe.get("mirror"),
-                           randaug=recipe.get("randaug", True))
+    """The training transform of a recipe: crop scale, RandAugment and flip (the reference's by default).
+
+    No blind flip when the dataset mirrors pairs itself (a flip must swap "left" and "right" in the caption too);
+    recipes whose texts speak of positions and counts (the synthetic world) turn flip, crops and RandAugment off.
+    """
+    return train_transform(size, min_scale=recipe.get("crop_scale_min", min_scale),
+                           flip=recipe.get("flip", not recipe.get("mirror")), randaug=recipe.get("randaug", True))
 
 
 def tokenizer_or_bert(tok: Tokenizer | None) -> Tokenizer:

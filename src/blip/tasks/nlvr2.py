@@ -11,11 +11,11 @@ from torch import nn
 
 from blip.api import Blip
 from blip.checkpoint import load_checkpoint
-from blip.data import NLVR2Dataset, collate, eval_transform, read_nlvr2, train_transform
+from blip.data import NLVR2Dataset, collate, eval_transform, read_nlvr2
 from blip.data.robust import SkipCounter
 from blip.errors import BlipError
 from blip.model.blip import BlipModel
-from blip.tasks.common import tokenizer_or_bert, train_and_save
+from blip.tasks.common import image_transform, tokenizer_or_bert, train_and_save
 from blip.training.trainer import StepInfo, TrainConfig
 
 # New parameters when starting from a pretrained (single cross-attention) model.
@@ -47,8 +47,8 @@ def finetune_nlvr2(recipe: dict[str, Any], resume: bool = False) -> Path:
         records += read_nlvr2(src["path"], image_root=src.get("image_root", ""), counter=counter)
     if not records:
         raise BlipError("the recipe's NLVR2 data holds no usable statements")
-    dataset = NLVR2Dataset(records, train_transform(model.cfg.vision.image_size), max_words=recipe.get("max_words", 40),
-                           train=True)
+    dataset = NLVR2Dataset(records, image_transform(recipe, model.cfg.vision.image_size, 0.5),
+                           max_words=recipe.get("max_words", 40), train=True)
 
     def loss_fn(m: nn.Module, batch: dict[str, Any], info: StepInfo) -> dict[str, torch.Tensor]:
         ids, mask = tok(batch["statement"], max_length=recipe.get("max_tokens", 40))

@@ -13,7 +13,7 @@ from torch import nn
 
 from blip.api import Blip
 from blip.checkpoint import load_checkpoint
-from blip.data import VQADataset, read_answer_list, read_vqa, read_vqa_official, train_transform
+from blip.data import VQADataset, read_answer_list, read_vqa, read_vqa_official
 from blip.data.robust import SkipCounter
 from blip.data.samples import VQARecord
 from blip.errors import BlipError, ImageError
@@ -21,7 +21,7 @@ from blip.evaluation.vqa import vqa_score, write_vqa_results
 from blip.images import load_image
 from blip.model.blip import BlipModel
 from blip.model.losses import lm_loss
-from blip.tasks.common import tokenizer_or_bert, train_and_save
+from blip.tasks.common import image_transform, tokenizer_or_bert, train_and_save
 from blip.tokenizer import Tokenizer
 from blip.training.trainer import StepInfo, TrainConfig
 
@@ -91,7 +91,7 @@ def finetune_vqa(recipe: dict[str, Any], resume: bool = False) -> Path:
     tok = tokenizer_or_bert(tok)
     counter = SkipCounter()
     records = read_vqa_sources(recipe["data"], counter)
-    dataset = VQADataset(records, train_transform(model.cfg.vision.image_size),
+    dataset = VQADataset(records, image_transform(recipe, model.cfg.vision.image_size, 0.5),
                          max_words=recipe.get("max_words", 50))
     answer_tokens = min(recipe.get("max_answer_tokens", model.cfg.text.max_positions), model.cfg.text.max_positions)
 
