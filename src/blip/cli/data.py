@@ -16,7 +16,7 @@ def _synth(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     manifest = generate(args.out, num_images=args.images, seed=args.seed, noise=args.noise, size=args.size,
-                        num_videos=args.videos, workers=args.workers)
+                        num_videos=args.videos, workers=args.workers, web_fraction=args.web_fraction)
     elapsed = time.perf_counter() - start
     splits = ", ".join(f"{k} {v}" for k, v in manifest["splits"].items())
     print(f"wrote {manifest['num_images']} images ({splits}) and {manifest['num_videos']} videos to {args.out} "
@@ -53,6 +53,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--images", type=int, default=1000, help="number of still images (default 1000)")
     synth.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same bytes")
     synth.add_argument("--noise", type=float, default=0.3, help="fraction of corrupted web texts (default 0.3)")
+    synth.add_argument("--web-fraction", type=float, default=0.5,
+                       help="fraction of the images that are web images with one noisy text each (default 0.5)")
     synth.add_argument("--size", type=int, default=64, help="image side in pixels (even; default 64)")
     synth.add_argument("--videos", type=int, default=None, help="number of videos (default images/50, at least 4)")
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores, at most 8)")

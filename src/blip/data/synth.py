@@ -641,10 +641,11 @@ def video_question(scene: dict[str, Any], rng: np.random.Generator) -> tuple[str
 
 
 # -------------------------------------------------------------------------------------------------- driver
-def split_sizes(n: int) -> dict[str, int]:
-    """How many images each split gets: half web, 5% (at least one) each val and test, the rest train."""
-    held = max(1, round(0.05 * n))
-    web = n // 2
+def split_sizes(n: int, web_fraction: float = 0.5) -> dict[str, int]:
+    """How many images each split gets: `web_fraction` web; of the annotated rest, 10% (at least one) each val
+    and test, the remainder train."""
+    web = int(n * web_fraction)
+    held = max(1, round(0.1 * (n - web)))
     return {"train": max(0, n - web - 2 * held), "val": held, "test": held, "web": web}
 
 
@@ -742,18 +743,24 @@ def _map(func: Any, jobs: list[Any], workers: int) -> list[Any]:
 
 
 def generate(out: str | os.PathLike, num_images: int = 1000, seed: int = 0, noise: float = 0.3, size: int = 64,
-             num_videos: int | None = None, workers: int | None = None) -> dict[str, Any]:
-    """Write the synthetic world to `out` (layout in the module docstring) and return its manifest."""
+             num_videos: int | None = None, workers: int | None = None, web_fraction: float = 0.5) -> dict[str, Any]:
+    """Write the synthetic world to `out` (layout in the module docstring) and return its manifest.
+
+    `web_fraction` of the images are web images (one noisy text each); the paper's web data outnumbers its human
+    annotations by more than ten to one.
+    """
     if num_images < 4:
         raise ValueError("the synthetic world needs at least 4 images (one per split)")
     if not 0.0 <= noise <= 1.0:
         raise ValueError(f"noise must be a fraction in [0, 1], got {noise}")
+    if not 0.0 <= web_fraction < 1.0:
+        raise ValueError(f"web_fraction must be in [0, 1), got {web_fraction}")
     if size < 16 or size % 2:
         raise ValueError(f"image size must be even and at least 16, got {size}")
     out_path = Path(out)
     (out_path / "images").mkdir(parents=True, exist_ok=True)
     workers = workers or min(os.cpu_count() or 1, 8)
-    sizes = split_sizes(num_images)
+    sizes = split_sizes(num_images, web_fraction)
     jobs = [(i, seed, size, split_of(i, sizes), str(out_path)) for i in range(num_images)]
     results = _map(_image_job, jobs, workers)
     scenes = [r["scene"] for r in results]
