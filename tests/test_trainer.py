@@ -8,10 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from blip.cli.common import load_recipe
+from blip.errors import BlipError
 from blip.tasks.pretrain import pretrain
+from blip.training.trainer import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,3 +93,11 @@ def test_bad_samples_are_skipped_counted_and_whole_bad_batches_do_not_stall(tmp_
     assert usable < 4, "the permutation should hold a batch with no good sample"
     assert trainer.skips.skipped["corrupt"] == 12 and trainer.skips.used == 4
     assert trainer.step == usable and trainer.epoch == 1 and trainer.batch_in_epoch == 0
+
+
+def test_train_config_takes_yaml_exponents_and_refuses_words():
+    # YAML 1.1 reads `lr: 5e-4` as the string "5e-4".
+    assert TrainConfig(lr="5e-4", warmup_steps="10").lr == 5e-4
+    assert TrainConfig(warmup_steps="10").warmup_steps == 10
+    with pytest.raises(BlipError, match="train.lr must be a number"):
+        TrainConfig(lr="fast")

@@ -23,6 +23,7 @@ import os
 import random
 import sys
 import time
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -73,6 +74,16 @@ class TrainConfig:
     deterministic: bool = False  # bitwise-reproducible kernels (slower); makes resumed runs equal to straight ones
     fsdp: bool = False  # under torchrun: shard weights, gradients and optimiser state with FSDP2 instead of DDP
     steps_per_epoch: int | None = None  # optimiser steps in an epoch: required for iterable datasets, a cap otherwise
+
+    def __post_init__(self) -> None:
+        # YAML 1.1 reads 5e-4 (no dot) as a string: take numbers written so, refuse anything else in one line.
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), str(f.type).split(" | ")[0]
+            if isinstance(value, str) and kind in ("float", "int"):
+                try:
+                    setattr(self, f.name, float(value) if kind == "float" else int(value))
+                except ValueError:
+                    raise BlipError(f"train.{f.name} must be a number, got {value!r}") from None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
