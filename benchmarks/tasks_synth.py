@@ -167,15 +167,21 @@ def task_recipe(task: str, sets: list[str]) -> dict[str, Any]:
     return load_recipe(str(ROOT / f"configs/{task}_tiny_synth.yaml"), mine)
 
 
-def run_retrieval(synth: Path, init: Path, out: Path, steps: int | None, seed: int, sets: list[str],
-                  k_test: int) -> list[dict]:
-    """Fine-tune retrieval, evaluate it on the test split; rows for the table."""
-    recipe = task_recipe("retrieval", sets)
+def karpathy_recipe(task: str, synth: Path, init: Path, out: Path, steps: int | None, seed: int,
+                    sets: list[str]) -> tuple[dict[str, Any], str]:
+    """A caption or retrieval recipe on the world's Karpathy train split, within the step budget; and its plan."""
+    recipe = task_recipe(task, sets)
     recipe["init"] = str(init)
     recipe["data"] = [{"reader": "karpathy", "path": str(synth / "coco_karpathy_train.json"), "image_root": str(synth)}]
     examples = len(json.loads((synth / "coco_karpathy_train.json").read_text()))
     recipe["train"] = budget(recipe, steps, examples, fresh(out), seed)
-    plan = schedule(recipe["train"])
+    return recipe, schedule(recipe["train"])
+
+
+def run_retrieval(synth: Path, init: Path, out: Path, steps: int | None, seed: int, sets: list[str],
+                  k_test: int) -> list[dict]:
+    """Fine-tune retrieval, evaluate it on the test split; rows for the table."""
+    recipe, plan = karpathy_recipe("retrieval", synth, init, out, steps, seed, sets)
     final, train_s = timed(lambda: finetune_retrieval(recipe))
     test = synth / "coco_karpathy_test.json"
     metrics, eval_s = timed(lambda: evaluate_retrieval(blip.load(final), str(test), str(synth), k_test=k_test))
@@ -197,12 +203,7 @@ def retrieval_rows(task: str, metrics: dict, base: dict, steps: str, train_s: fl
 
 def run_caption(synth: Path, init: Path, out: Path, steps: int | None, seed: int, sets: list[str]) -> list[dict]:
     """Fine-tune a captioner; CIDEr and BLEU-4 of beam search (3, max 20, min 5) against the most common caption."""
-    recipe = task_recipe("caption", sets)
-    recipe["init"] = str(init)
-    recipe["data"] = [{"reader": "karpathy", "path": str(synth / "coco_karpathy_train.json"), "image_root": str(synth)}]
-    examples = len(json.loads((synth / "coco_karpathy_train.json").read_text()))
-    recipe["train"] = budget(recipe, steps, examples, fresh(out), seed)
-    plan = schedule(recipe["train"])
+    recipe, plan = karpathy_recipe("caption", synth, init, out, steps, seed, sets)
     final, train_s = timed(lambda: finetune_caption(recipe))
     test = synth / "coco_karpathy_test.json"
     metrics, eval_s = timed(lambda: evaluate_caption(blip.load(final), str(test), str(synth),

@@ -30,7 +30,8 @@ On-disk layout under OUT (all paths inside JSON files are relative to OUT, which
                                   of a moving object, how many move)
     video_scenes.json             per video: background and moving objects (shape, colour, direction)
 
-Splits: half the images form the web split, 5% each (at least one) val and test, the rest Karpathy train.
+Splits: `web_fraction` of the images (default half) form the web split; of the rest, 10% each (at least one) val
+and test, the remainder Karpathy train.
 """
 
 from __future__ import annotations

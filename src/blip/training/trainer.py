@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import itertools
 import json
 import math
@@ -23,7 +24,6 @@ import os
 import random
 import sys
 import time
-import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -74,6 +74,7 @@ class TrainConfig:
     deterministic: bool = False  # bitwise-reproducible kernels (slower); makes resumed runs equal to straight ones
     fsdp: bool = False  # under torchrun: shard weights, gradients and optimiser state with FSDP2 instead of DDP
     steps_per_epoch: int | None = None  # optimiser steps in an epoch: required for iterable datasets, a cap otherwise
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # YAML 1.1 reads 5e-4 (no dot) as a string: take numbers written so, refuse anything else in one line.
@@ -84,7 +85,6 @@ class TrainConfig:
                     setattr(self, f.name, float(value) if kind == "float" else int(value))
                 except ValueError:
                     raise BlipError(f"train.{f.name} must be a number, got {value!r}") from None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -177,7 +177,8 @@ class SeededDataset(Dataset):
 def setup_distributed() -> torch.device:
     """Join the torchrun process group when launched by torchrun (NCCL on GPU, gloo on CPU); pick the device."""
     if "RANK" in os.environ and not is_distributed():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        # GPU runs also reduce small CPU tensors (batch sizes, end-of-stream flags): gloo carries those.
+        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend)
     if torch.cuda.is_available():
         local = int(os.environ.get("LOCAL_RANK", 0))
@@ -347,7 +348,7 @@ class Trainer:
                             persistent_workers=False, pin_memory=self.device.type == "cuda")
         batches = itertools.islice(loader, skip, skip + self.batches_per_epoch - self.batch_in_epoch)
         for batch in itertools.chain(batches, [None]):
-            if is_distributed():
+            if self.iterable and is_distributed():  # map-style ranks always have equal batches (EpochSampler)
                 have = torch.tensor([batch is not None], dtype=torch.int32)
                 dist.all_reduce(have, op=dist.ReduceOp.MIN)
                 if not have:
@@ -476,16 +477,16 @@ class Trainer:
         return self.history
 
 
-
 def _aliases(model: nn.Module) -> set[str]:
     """State-dict names of parameters and buffers that are also reachable under an earlier name."""
-    first: dict[int, str] = {}
+    first: set[int] = set()
+    aliases = set()
     for name, t in itertools.chain(model.named_parameters(remove_duplicate=False),
                                    model.named_buffers(remove_duplicate=False)):
-        first.setdefault(id(t), name)
-    return {name for name, t in itertools.chain(model.named_parameters(remove_duplicate=False),
-                                                model.named_buffers(remove_duplicate=False))
-            if first[id(t)] != name}
+        if id(t) in first:
+            aliases.add(name)
+        first.add(id(t))
+    return aliases
 
 
 def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
