@@ -27,8 +27,8 @@ def _examples(provenance: list[dict[str, Any]], n: int = 4) -> dict[str, list[di
 
 def print_table(result: dict[str, Any], provenance: list[dict[str, Any]]) -> None:
     """The ablation table, the filter's quality and examples, as text."""
-    print("\nCapFilt ablation on the synthetic world (zero-shot retrieval on the test split; captioning after a "
-          "short fine-tune)")
+    print("\nCapFilt ablation on the synthetic world (zero-shot retrieval on the held-out val + test images; "
+          "captioning after a short fine-tune)")
     print("\n".join(_table(result)))
     f = result["filter"]
     print(f"\nfilter vs ground-truth noise: precision {f['precision']:.1f}%, recall {f['recall']:.1f}% "
@@ -77,8 +77,8 @@ def write_report(out: Path, result: dict[str, Any], provenance: list[dict[str, A
     f, c = result["filter"], result["capfilt"]
     lines = ["# CapFilt ablation in miniature", "",
              "Synthetic world, tiny models, 2 CPU cores. Each row pretrains a model from scratch on its data, "
-             "then measures zero-shot retrieval on the held-out test split and captioning after a short fine-tune "
-             "on the clean human pairs.", "", *_table(result), "", "![ablation](ablation.png)", "",
+             "then measures zero-shot retrieval on the held-out val + test images and captioning after a short "
+             "fine-tune on the clean human pairs.", "", *_table(result), "", "![ablation](ablation.png)", "",
              f"Filter against the ground-truth noise labels: precision {f['precision']:.1f}%, recall "
              f"{f['recall']:.1f}% ({f['dropped']} of {f['web']} web texts dropped; {f['noisy']} were corrupted). "
              f"Synthetic captions kept: {c['synthetic_kept']} of {c['synthetic_total']}. "
