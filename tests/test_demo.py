@@ -10,10 +10,13 @@ from blip.tasks.ablation import AblationConfig, _variant_data, filter_quality, r
 def test_filter_precision_and_recall_by_hand():
     web = [{"source": "web", "kept": k, "path": f"/i{i}.jpg", "text": "t", "itm": 0.0}
            for i, k in enumerate([False, False, True, True, False])]
-    labels = [{"noisy": n} for n in [True, False, True, False, True]]
+    kinds = [("boilerplate", None), ("clean", None), ("attribute", "shape"), ("clean", None), ("attribute", "shape")]
+    labels = [{"noisy": n, "kind": k, "attribute": a} for n, (k, a) in zip([True, False, True, False, True], kinds)]
     q = filter_quality(web + [{"source": "synthetic", "kept": False}], labels)
     # dropped = {0, 1, 4}; noisy = {0, 2, 4}; both = {0, 4}
     assert (q["precision"], q["recall"], q["dropped"], q["noisy"]) == (200 / 3, 200 / 3, 3, 3)
+    assert q["dropped_by_kind"] == {"attribute/shape": {"dropped": 1, "of": 2}, "boilerplate": {"dropped": 1, "of": 1},
+                                    "clean": {"dropped": 1, "of": 2}}
 
 
 def test_variant_datasets(tmp_path):

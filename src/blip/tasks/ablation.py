@@ -125,8 +125,15 @@ def filter_quality(provenance: list[dict[str, Any]], labels: list[dict[str, Any]
     dropped = {i for i, r in enumerate(web) if not r["kept"]}
     noisy = {i for i, lab in enumerate(labels) if lab["noisy"]}
     hit = len(dropped & noisy)
+    # What the filter can see shows per kind of corruption: a flipped colour is not a flipped shape.
+    by_kind: dict[str, list[int]] = {}
+    for i, lab in enumerate(labels):
+        counts = by_kind.setdefault(lab["kind"] + (f"/{lab['attribute']}" if lab.get("attribute") else ""), [0, 0])
+        counts[0] += i in dropped
+        counts[1] += 1
     return {"precision": 100.0 * hit / max(1, len(dropped)), "recall": 100.0 * hit / max(1, len(noisy)),
-            "dropped": len(dropped), "noisy": len(noisy), "web": len(web)}
+            "dropped": len(dropped), "noisy": len(noisy), "web": len(web),
+            "dropped_by_kind": {k: {"dropped": d, "of": n} for k, (d, n) in sorted(by_kind.items())}}
 
 
 def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
