@@ -170,7 +170,7 @@ class SeededDataset(Dataset):
 
     def __getitem__(self, key: int) -> Any:
         # Only the CPU generator, which fork_rng restores: torch.manual_seed would also reseed CUDA, and before CUDA
-        # is initialised it queues that call with a captured stack trace (1 ms a sample, 15% of a tiny CPU step).
+        # is initialised it queues that call with a captured stack trace (139 us a sample against 5 us).
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(self.seed * 1_000_003 + key)
             return self.dataset[key % len(self)]
