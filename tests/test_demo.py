@@ -42,3 +42,12 @@ def test_tiny_end_to_end_run_writes_table_and_report(tmp_path, capsys):
     assert "| captioner + filter |" in capsys.readouterr().out
     for name in ("report.md", "losses.png", "ablation.png", "results.json", "capfilt/provenance.jsonl"):
         assert (tmp_path / "demo" / name).exists(), name
+
+
+def test_cli_defaults_are_the_ablation_defaults():
+    from blip.cli import build_parser
+    from blip.cli.demo import config_from_args
+
+    assert config_from_args(build_parser().parse_args(["demo"])) == AblationConfig()
+    given = config_from_args(build_parser().parse_args(["demo", "--seed", "3", "--finetune-steps", "7"]))
+    assert (given.seed, given.finetune_steps, given.pretrain_steps) == (3, 7, AblationConfig().pretrain_steps)

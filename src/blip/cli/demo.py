@@ -4,30 +4,35 @@ from __future__ import annotations
 
 import argparse
 
+# Options left out take AblationConfig's defaults: the miniature's settings live in one place.
+OPTIONS = {"out": str, "images": int, "web_fraction": float, "threshold": float, "noise": float, "seed": int,
+           "pretrain_steps": int, "finetune_steps": int}
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the CapFilt ablation in miniature (synthetic world, CPU)",
                        description="Pretrain on noisy web texts, bootstrap them with CapFilt, pretrain again on "
-                                   "each variant and print the paper's Table 1 in miniature. Resumes if rerun.")
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--images", type=int, default=7500)
-    p.add_argument("--web-fraction", type=float, default=0.8)
-    p.add_argument("--threshold", type=float, default=1 / 3, help="filter: minimum ITM match probability kept")
-    p.add_argument("--noise", type=float, default=0.4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--pretrain-steps", type=int, default=500)
-    p.add_argument("--finetune-steps", type=int, default=120)
+                                   "each variant and print the paper's Table 1 in miniature. Resumes if rerun. "
+                                   "Every option defaults to the demo's settings (blip.tasks.ablation).")
+    for name, kind in OPTIONS.items():
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
     p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace):
+    """The AblationConfig of the command line: the options given, the defaults for the rest."""
+    from blip.tasks.ablation import AblationConfig
+
+    return AblationConfig(**{name: getattr(args, name) for name in OPTIONS if getattr(args, name) is not None})
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from blip.tasks.ablation import AblationConfig, run_ablation
+    from blip.tasks.ablation import run_ablation
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    run_ablation(AblationConfig(out=args.out, images=args.images, noise=args.noise, seed=args.seed,
-                                web_fraction=args.web_fraction, threshold=args.threshold,
-                                pretrain_steps=args.pretrain_steps, finetune_steps=args.finetune_steps))
-    print(f"\nreport: {args.out}/report.md")
+    cfg = config_from_args(args)
+    run_ablation(cfg)
+    print(f"\nreport: {cfg.out}/report.md")
     return 0
