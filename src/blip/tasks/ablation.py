@@ -45,7 +45,7 @@ class AblationConfig:
 
 
 def _model(cfg: AblationConfig) -> dict[str, Any]:
-    # The tiny preset with 8x8 patches (64 tokens per 64 px image), 2 + 2 layers: 1.45x the step time of 16x16
+    # The tiny preset with 8x8 patches (64 tokens per 64 px image), 2 + 2 layers: 1.4-1.6x the step time of 16x16
     # patches for 5 points of zero-shot text R@1 (BENCHMARKS.md), and still fast enough to pretrain four times here.
     return cfg.model or {"preset": "tiny", "image_size": 64,
                          "overrides": {"vision.patch_size": 8, "vision.depth": 2, "text.layers": 2}}
