@@ -17,7 +17,8 @@ from blip.data.synth import generate
 from blip.tasks.chain import capfilt_stage, evaluate_stage, finetune_stage, pretrain_stage
 
 VARIANTS = ("no bootstrapping", "filter only", "captioner only", "captioner + filter")
-FINETUNE_EPOCHS = 8  # short epochs of every fine-tune, so that its per-epoch cosine decays the lr in a few hundred steps
+# Short epochs of every fine-tune: its per-epoch cosine then decays the lr within a few hundred steps.
+FINETUNE_EPOCHS = 8
 
 
 @dataclass
@@ -38,7 +39,8 @@ class AblationConfig:
     # and 0.5 would drop 90% of the clean texts with the noisy ones (BENCHMARKS.md).
     threshold: float = 1 / 3
     pretrain_steps: int = 500
-    finetune_steps: int = 240
+    # 240 steps (seeds 1-4 of BENCHMARKS.md) took `make demo` to 14 min 14 s of its 15: 120 keeps it near 12.
+    finetune_steps: int = 120
     batch_size: int = 48
     model: dict[str, Any] | None = None  # preset and overrides for every model of the chain
     k_test: int = 16
