@@ -125,35 +125,28 @@ def _texts(value: Any, where: str, counter: SkipCounter) -> tuple[str, ...]:
 
 
 # ------------------------------------------------------------------------------------------- image-text pairs
-def read_pretrain_json(path: str | os.PathLike, image_root: str | os.PathLike = "",
-                       counter: SkipCounter | None = None) -> list[PairRecord]:
-    """The pretraining JSON list; an entry's caption may be a list (one is drawn per visit)."""
-    c = _counter(counter)
-    records = []
+def _captioned_images(path: str | os.PathLike, image_root: str | os.PathLike,
+                      c: SkipCounter) -> Iterator[tuple[str, tuple[str, ...], str]]:
+    """(image path, usable captions, image_id) per entry with a usable image field; the rest are counted."""
     for i, entry in enumerate(_load_json_list(path)):
         where = f"{path}[{i}]"
         image = _path_field(entry, "image", where, c)
-        if image is None:
-            continue
-        texts = _texts(entry.get("caption"), where, c)
-        if texts:
-            records.append(PairRecord(_join(image_root, image), texts, str(entry.get("image_id", image))))
-    return records
+        if image is not None:
+            yield _join(image_root, image), _texts(entry.get("caption"), where, c), str(entry.get("image_id", image))
+
+
+def read_pretrain_json(path: str | os.PathLike, image_root: str | os.PathLike = "",
+                       counter: SkipCounter | None = None) -> list[PairRecord]:
+    """The pretraining JSON list; an entry's caption may be a list (one is drawn per visit)."""
+    return [PairRecord(image, texts, image_id)
+            for image, texts, image_id in _captioned_images(path, image_root, _counter(counter)) if texts]
 
 
 def read_karpathy_train(path: str | os.PathLike, image_root: str | os.PathLike = "",
                         counter: SkipCounter | None = None) -> list[PairRecord]:
     """A COCO or Flickr30k Karpathy train file: one record per caption, captions of an image share its image_id."""
-    c = _counter(counter)
-    records = []
-    for i, entry in enumerate(_load_json_list(path)):
-        where = f"{path}[{i}]"
-        image = _path_field(entry, "image", where, c)
-        if image is None:
-            continue
-        for text in _texts(entry.get("caption"), where, c):
-            records.append(PairRecord(_join(image_root, image), (text,), str(entry.get("image_id", image))))
-    return records
+    return [PairRecord(image, (text,), image_id)
+            for image, texts, image_id in _captioned_images(path, image_root, _counter(counter)) for text in texts]
 
 
 def image_id_from_path(path: str) -> str:
