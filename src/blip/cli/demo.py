@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from blip.tasks.ablation import AblationConfig
 
 # Options left out take AblationConfig's defaults: the miniature's settings live in one place.
 OPTIONS = {"out": str, "images": int, "web_fraction": float, "threshold": float, "noise": float, "seed": int,
@@ -19,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace) -> AblationConfig:
     """The AblationConfig of the command line: the options given, the defaults for the rest."""
     from blip.tasks.ablation import AblationConfig
 
