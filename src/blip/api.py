@@ -75,8 +75,10 @@ class Blip:
             raise BlipError(f"{what} needs a model with a {part}; this one has {', '.join(self.cfg.parts)}")
 
     def pixels(self, images: Sequence[ImageSource]) -> torch.Tensor:
-        """Load and transform images to a (B, 3, S, S) tensor on the model's device."""
-        return torch.stack([self.transform(load_image(im)) for im in images]).to(self.device)
+        """Load and transform images to a (B, 3, S, S) tensor on the model's device (tensors: already transformed)."""
+        # Tensors come transformed from the streaming engine's decode workers (blip.inference.engine).
+        return torch.stack([im if isinstance(im, torch.Tensor) else self.transform(load_image(im))
+                            for im in images]).to(self.device)
 
     def _texts(self, texts: Sequence[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = self.tokenizer(list(texts), max_length=max_length)

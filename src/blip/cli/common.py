@@ -44,12 +44,12 @@ def open_model(args: argparse.Namespace, task: str | None = None):
 
 
 def expand_images(paths: Iterable[str]) -> list[str]:
-    """Files as given; folders expanded to the image files inside them, sorted."""
+    """Files as given; folders expanded to the image files inside them (recursively), sorted."""
     out: list[str] = []
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            out += sorted(str(f) for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+            out += sorted(str(f) for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
         else:
             out.append(p)
     if not out:
@@ -58,7 +58,8 @@ def expand_images(paths: Iterable[str]) -> list[str]:
 
 
 def usable_images(paths: list[str]) -> tuple[list[Any], list[str], dict[str, int]]:
-    """Decode every image once; bad ones are reported on stderr, counted by reason and left out."""
+    """Decode every image once; bad ones are reported on stderr, counted by reason and left out (small inputs only:
+    collections go through blip.inference.engine, which streams)."""
     images, names, skipped = [], [], {}
     for p in paths:
         try:
@@ -71,13 +72,10 @@ def usable_images(paths: list[str]) -> tuple[list[Any], list[str], dict[str, int
 
 
 def finish(skipped: dict[str, int], total: int) -> int:
-    """Print the skip summary; exit status 1 when any input was skipped, 2 when all were."""
-    if not skipped:
-        return 0
-    n = sum(skipped.values())
-    summary = ", ".join(f"{k} {v}" for k, v in sorted(skipped.items()))
-    print(f"blip: {n} of {total} inputs skipped ({summary})", file=sys.stderr)
-    return 2 if n == total else 1
+    """Print the skip summary; exit status 1 when any input was skipped (saying so when most were), 2 when all."""
+    from blip.inference.engine import report_skips
+
+    return report_skips(skipped, total)
 
 
 def emit(record: dict[str, Any], as_json: bool, text: str) -> None:
@@ -85,13 +83,13 @@ def emit(record: dict[str, Any], as_json: bool, text: str) -> None:
     print(json.dumps(record, ensure_ascii=False) if as_json else text, flush=True)
 
 
-def progress_bar(total: int, unit: str = "img"):
-    """A tqdm bar on stderr for more than a handful of items, else None."""
-    if total <= 8 or not sys.stderr.isatty():
+def progress_bar(total: int, unit: str = "img", every: float = 30.0):
+    """Progress for more than a handful of items: a tqdm bar on a terminal, else a line on stderr every `every` s."""
+    if total <= 8:
         return None
-    from tqdm import tqdm
+    from blip.inference.engine import Progress
 
-    return tqdm(total=total, unit=unit, file=sys.stderr)
+    return Progress(total, every=every)
 
 
 def add_recipe_args(p: argparse.ArgumentParser) -> None:

@@ -1,0 +1,1 @@
+"""Dataset-scale inference: the streaming engine, output writers and the collection captioner."""
