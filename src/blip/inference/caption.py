@@ -169,8 +169,7 @@ def _drop_existing(units: list[Unit], job: CaptionJob) -> tuple[list[Unit], int]
     """With --skip-existing: leave out the images that already have a caption file."""
     kept_units, existing = [], 0
     for unit in units:
-        if unit.entries is None:
-            raise BlipError("--sidecar writes caption files next to image files; shards have none (use --out)")
+        assert unit.entries is not None  # run_caption refuses shards with --sidecar
         entries: list[Entry] = [e for e in unit.entries if not sidecar_path(e.path, job.sidecar or "").exists()]
         existing += len(unit.entries) - len(entries)
         if entries:

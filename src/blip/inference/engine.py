@@ -18,6 +18,7 @@ depend on the number of workers or ranks.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
@@ -209,7 +210,8 @@ def _stem(shard: str) -> str:
 def join_ranks() -> None:
     """Join the torchrun process group when launched by torchrun (gloo: the engine only exchanges barriers)."""
     if "RANK" in os.environ and not is_distributed():
-        torch.distributed.init_process_group("gloo")
+        # Ranks wait for the slowest one before rank 0 assembles the output: far longer than the 30 min default.
+        torch.distributed.init_process_group("gloo", timeout=datetime.timedelta(days=2))
 
 
 def my_units(units: Sequence[Unit]) -> list[Unit]:
