@@ -154,7 +154,15 @@ def infer_config(sd: dict[str, torch.Tensor]) -> BlipConfig:
     embed_dim = sd["vision_proj.weight"].shape[0] if "vision_proj.weight" in sd else 256
     nlvr = "cls_head.0.weight" in sd
     return BlipConfig(vision=vision, text=text, embed_dim=embed_dim, parts=tuple(parts), decoder_input=decoder_input,
-                      nlvr=nlvr)
+                      nlvr=nlvr, nlvr_merge_from=nlvr_merge_from(sd, text.layers) or 6)
+
+
+def nlvr_merge_from(sd: dict[str, torch.Tensor], layers: int) -> int | None:
+    """First NLVR2 merge layer of a twin-branch checkpoint (its layer count when none merges); None if not twin."""
+    if not any(".crossattention.self0." in k for k in sd):
+        return None
+    pattern = re.compile(r"^text_encoder\.encoder\.layer\.(\d+)\.crossattention\.output\.merge_layer\.")
+    return min((int(m.group(1)) for k in sd if (m := pattern.match(k))), default=layers)
 
 
 def _has_part(sd: dict[str, torch.Tensor], part: str) -> bool:
@@ -340,6 +348,9 @@ def load_checkpoint(
         cfg = for_task(cfg, task)
     if image_size is not None:
         cfg = cfg.replace(**{"vision.image_size": image_size})
+    merge_from = nlvr_merge_from(sd, cfg.text.layers) if cfg.nlvr else None
+    if merge_from is not None:  # the weights say where merging starts, whatever a saved config says
+        cfg = cfg.replace(nlvr_merge_from=merge_from)
     if overrides:
         cfg = cfg.replace(**overrides)
     if tokenizer is not None:
