@@ -74,6 +74,7 @@ class LoadReport:
     ignored: list[str] = field(default_factory=list)
     defaulted: list[str] = field(default_factory=list)
     allowed_missing: list[str] = field(default_factory=list)
+    carried: list[str] = field(default_factory=list)  # training state (momentum encoders, queues) a fine-tune kept
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -361,6 +362,34 @@ def load_checkpoint(
                              "text.dec_id": tok.dec_id, "text.enc_id": tok.enc_id})
     model, report = build_and_load(cfg, sd, fmt, allow_missing)
     return model, tok, report
+
+
+def carry_training_state(module: torch.nn.Module, source: str | Path, report: LoadReport | None = None) -> list[str]:
+    """Load into a training module the checkpoint's momentum encoders, queues and pointers of matching name and shape.
+
+    The reference's load_checkpoint loads every matching key with strict=False, so a fine-tune starts from the
+    pretrained momentum encoders and (where the queue sizes agree) its feature queues; what the checkpoint lacks
+    keeps the module's own initialisation. Returns (and adds to `report.carried`) the names loaded.
+    """
+    path = _resolve(source)
+    if path.is_dir():
+        weights = next((path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()), None)
+        if weights is None:
+            raise CheckpointError(f"{path}: folder has no model.safetensors or pytorch_model.bin")
+        path = weights
+    own = module.state_dict()
+    carried = []
+    for name, tensor in read_state_dict(path).items():
+        if name not in own or not _TRAINING_ONLY.search(name) or name.endswith(".position_ids"):
+            continue
+        if name.endswith("_m.pos_embed"):  # resampled like the online encoder's (the reference does both)
+            tensor = resample_pos_embed(tensor, module.cfg.vision.image_size, module.cfg.vision.patch_size)
+        if tensor.shape == own[name].shape:
+            own[name].copy_(tensor)
+            carried.append(name)
+    if report is not None:
+        report.carried += carried
+    return carried
 
 
 def _dedupe(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
