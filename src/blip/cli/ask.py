@@ -35,13 +35,15 @@ def run(args: argparse.Namespace) -> int:
         answers = [a.strip() for a in path.read_text(encoding="utf-8", errors="replace").splitlines() if a.strip()]
         if not answers:
             raise BlipError(f"{path}: answer list is empty")
+    if args.top is not None and not answers:
+        raise BlipError("--top ranks an answer list: give --answers too")
     paths = expand_images(args.images)
     model = open_model(args, task=None)
     images, names, skipped = usable_images(paths)
     bar = progress_bar(len(images))
     results = model.ask(images, [args.question], answers=answers, num_beams=args.beams, max_length=args.max_length,
                         k_test=args.k_test, batch_size=args.batch_size, progress=bar,
-                        top=args.top if answers else None,
+                        top=args.top,
                         mask_question_padding=args.mask_question_padding) if images else []
     if bar is not None:
         bar.close()
