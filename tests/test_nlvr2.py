@@ -14,10 +14,11 @@ from test_trainer import ROOT, recipe
 
 def test_twin_branches_copied_from_pretrained_reduce_to_single_attention(hf_models, pixels):
     hf, folder = hf_models["retrieval"]
-    model, _, report = load_checkpoint(folder, task="nlvr2", allow_missing=NEW_PARAMETERS)
+    model, _, report = load_checkpoint(folder, task="nlvr2", allow_missing=NEW_PARAMETERS,
+                                       overrides={"nlvr_merge_from": 1})
     assert any("self0/self1" in d for d in report.defaulted)
     layers = model.text_encoder.encoder.layer
-    assert [hasattr(l.crossattention.output, "merge_layer") for l in layers] == [False, True]  # upper half merges
+    assert [hasattr(l.crossattention.output, "merge_layer") for l in layers] == [False, True]  # merges from 1
     with torch.no_grad():
         for layer in layers:  # merging two equal branches with [I/2, I/2] is their average
             if layer.crossattention.merge:
@@ -36,7 +37,8 @@ def test_twin_branches_copied_from_pretrained_reduce_to_single_attention(hf_mode
 
 def test_reference_nlvr2_names_round_trip(hf_models, tmp_path):
     _, folder = hf_models["retrieval"]
-    model, _, _ = load_checkpoint(folder, task="nlvr2", allow_missing=NEW_PARAMETERS)
+    model, _, _ = load_checkpoint(folder, task="nlvr2", allow_missing=NEW_PARAMETERS,
+                                  overrides={"nlvr_merge_from": 1})
     names = set(model.state_dict())
     # The reference nlvr_encoder's names: two query/key/value branches and two output denses per layer.
     for expected in ("text_encoder.encoder.layer.0.crossattention.self0.query.weight",

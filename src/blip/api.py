@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import torch
+from PIL import Image
 
 from blip.checkpoint import LoadReport
 from blip.data.text import pre_question
@@ -27,6 +29,8 @@ class Caption:
     logprob: float
     mean_logprob: float
     itm: float | None = None
+    ids: list[int] = field(default_factory=list)  # the generated sequence, prompt and end token included
+    score: float | None = None  # beam search: the length-normalised score the beams were ranked by
 
 
 @dataclass
@@ -35,6 +39,14 @@ class Answer:
 
     text: str
     logprob: float
+
+
+@dataclass
+class Verdict:
+    """An NLVR2 prediction: whether the statement is true of the image pair, and the classifier's probability."""
+
+    true: bool
+    probability: float
 
 
 def _batches(n: int, size: int) -> Iterator[slice]:
@@ -74,9 +86,29 @@ class Blip:
         if not self.model.has(part):
             raise BlipError(f"{what} needs a model with a {part}; this one has {', '.join(self.cfg.parts)}")
 
-    def pixels(self, images: Sequence[ImageSource]) -> torch.Tensor:
-        """Load and transform images to a (B, 3, S, S) tensor on the model's device."""
-        return torch.stack([self.transform(load_image(im)) for im in images]).to(self.device)
+    def pixels(self, images: Sequence[ImageSource | np.ndarray | torch.Tensor]) -> torch.Tensor:
+        """Load and transform images to a (B, 3, S, S) tensor on the model's device.
+
+        Besides paths, bytes and PIL images: uint8 arrays (H, W, 3) or (H, W) and uint8 tensors (3, H, W) are
+        transformed like decoded images; float tensors (3, S, S) are taken as already transformed (normalised).
+        """
+        return torch.stack([self._pixel(im) for im in images]).to(self.device)
+
+    def _pixel(self, image: ImageSource | np.ndarray | torch.Tensor) -> torch.Tensor:
+        if isinstance(image, torch.Tensor) and image.is_floating_point():
+            size = self.cfg.vision.image_size
+            if tuple(image.shape) != (3, size, size):
+                raise BlipError(f"a float image tensor must be normalised pixels (3, {size}, {size}), "
+                                f"not {tuple(image.shape)}")
+            return image.to(self.device)
+        if isinstance(image, torch.Tensor):
+            image = image.permute(1, 2, 0).cpu().numpy() if image.dim() == 3 else image.cpu().numpy()
+        if isinstance(image, np.ndarray):
+            if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
+                raise BlipError(f"an image array must be uint8 (H, W, 3) or (H, W), not {image.dtype} "
+                                f"{tuple(image.shape)}")
+            image = Image.fromarray(image)
+        return self.transform(load_image(image))
 
     def _texts(self, texts: Sequence[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = self.tokenizer(list(texts), max_length=max_length)
@@ -120,6 +152,51 @@ class Blip:
         return states[:, 0].float()
 
     @torch.no_grad()
+    def text_states(self, texts: Sequence[str], max_length: int = 35) -> torch.Tensor:
+        """Unimodal text encoder states (B, T, hidden), [CLS] first, padded to the longest text (no ITC heads needed)."""
+        self._need("text_encoder", "text states")
+        with self.autocast():
+            return self.model.text_encoder(*self._texts(texts, max_length)).float()
+
+    @torch.no_grad()
+    def multimodal_states(self, images: Sequence[ImageSource], texts: Sequence[str],
+                          max_length: int = 35) -> torch.Tensor:
+        """Image-grounded encoder states (B, T, hidden) for paired images and texts, [ENC] first, padded."""
+        self._need("text_encoder", "multimodal states")
+        images, texts = _pair(images, texts)
+        with self.autocast():
+            return self.model.encode_grounded(*self._texts(texts, max_length),
+                                              self.model.encode_image(self.pixels(images))).float()
+
+    @torch.no_grad()
+    def itm_logits(self, images: Sequence[ImageSource], texts: Sequence[str], max_length: int = 35) -> torch.Tensor:
+        """ITM head logits (N, 2) for paired images and texts, index 1 = match (softmax gives match's 'itm')."""
+        self._need("itm", "ITM logits")
+        images, texts = _pair(images, texts)
+        ids, mask = self._texts(texts, max_length)
+        with self.autocast():
+            return self.model.itm_logits(self.model.encode_image(self.pixels(images)), ids, mask).float()
+
+    @torch.no_grad()
+    def nlvr(self, images0: Sequence[ImageSource], images1: Sequence[ImageSource], statements: Sequence[str],
+             max_length: int = 40, batch_size: int = 16) -> list[Verdict]:
+        """NLVR2: is each statement true of its (left, right) image pair? One statement may cover many pairs."""
+        if not self.cfg.nlvr:
+            raise BlipError("nlvr needs an NLVR2 checkpoint (twin cross-attention and a cls_head)")
+        if len(images0) != len(images1):
+            raise BlipError(f"got {len(images0)} left images and {len(images1)} right images")
+        pairs, statements = _pair(list(zip(images0, images1)), statements)
+        out = []
+        for s in _batches(len(pairs), batch_size):
+            left, right = zip(*pairs[s])
+            ids, mask = self._texts(statements[s], max_length)
+            with self.autocast():
+                e0, e1 = self.model.encode_image(self.pixels(list(left) + list(right))).chunk(2)
+                probs = self.model.nlvr_logits(e0, e1, ids, mask).float().softmax(-1)[:, 1]
+            out += [Verdict(bool(p > 0.5), float(p)) for p in probs]
+        return out
+
+    @torch.no_grad()
     def match(self, images: Sequence[ImageSource], texts: Sequence[str], max_length: int = 35,
               batch_size: int = 16) -> list[dict[str, float]]:
         """Per (image, text) pair: 'itm' match probability (ITM head) and 'itc' cosine similarity (not a probability).
@@ -144,7 +221,7 @@ class Blip:
 
     @torch.no_grad()
     def caption(self, images: Sequence[ImageSource], prompt: str = "a picture of ", strategy: str = "beam",
-                num_beams: int = 3, max_length: int = 20, min_length: int = 5, top_p: float = 0.9,
+                num_beams: int = 3, max_length: int = 20, min_length: int = 5, top_p: float = 0.9, top_k: int = 50,
                 repetition_penalty: float | None = None, num_captions: int = 1, batch_size: int = 8,
                 generator: torch.Generator | None = None, progress: Any = None, **options: Any) -> list[Caption]:
         """Caption images (num_captions per image, image-major); lengths count the prompt, as in the reference."""
@@ -154,7 +231,7 @@ class Blip:
         if repetition_penalty is None:  # the reference's defaults: 1.0 for beam search, 1.1 for nucleus sampling
             repetition_penalty = 1.1 if strategy == "nucleus" else 1.0
         gen = GenerationConfig(strategy=strategy, num_beams=num_beams, max_length=max_length, min_length=min_length,
-                               top_p=top_p, repetition_penalty=repetition_penalty,
+                               top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty,
                                num_return_sequences=num_captions, **options)
         prompt_ids = self.tokenizer.encode(prompt)[:-1]  # drop [SEP]: the caption continues the prompt
         prompt_ids[0] = self.tokenizer.dec_id
@@ -175,7 +252,9 @@ class Blip:
                                                 mask).float().softmax(-1)[:, 1]
             for i, text in enumerate(texts):
                 lp, n = float(result.logprob[i]), max(1, int(result.num_tokens[i]))
-                out.append(Caption(text, lp, lp / n, None if itm is None else float(itm[i])))
+                ids = result.sequences[i, : len(prompt_ids) + int(result.num_tokens[i])].tolist()
+                score = None if result.score is None else float(result.score[i])
+                out.append(Caption(text, lp, lp / n, None if itm is None else float(itm[i]), ids, score))
             if progress is not None:
                 progress.update(len(pixels))
         return out
@@ -183,22 +262,30 @@ class Blip:
     @torch.no_grad()
     def ask(self, images: Sequence[ImageSource], questions: Sequence[str], answers: Sequence[str] | None = None,
             num_beams: int = 3, max_length: int = 10, k_test: int = 128, batch_size: int = 8,
-            progress: Any = None) -> list[Answer]:
-        """Answer questions about images: generate (beam search), or rank a given answer list (reference k_test)."""
+            progress: Any = None, top: int | None = None, mask_question_padding: bool = True,
+            **options: Any) -> list[Answer] | list[list[Answer]]:
+        """Answer questions about images: generate (beam search), or rank a given answer list (reference k_test).
+
+        With an answer list and `top`, each question gets its `top` best answers, best first, with their scores.
+        mask_question_padding=False decodes as the reference's generate does, attending to the question's padding
+        (answers then depend on the other questions of the batch); `options` go to GenerationConfig.
+        """
         self._need_vqa("ask()")
         images, questions = _pair(images, questions)
         out: list[Answer] = []
         for s in _batches(len(questions), batch_size):
             with self.autocast():
                 embeds = self.model.encode_image(self.pixels(images[s]))
-            out += self.ask_embeds(embeds, questions[s], answers, num_beams, max_length, k_test)
+            out += self.ask_embeds(embeds, questions[s], answers, num_beams, max_length, k_test, top,
+                                   mask_question_padding, **options)
             if progress is not None:
                 progress.update(len(embeds))
         return out
 
     @torch.no_grad()
     def ask_embeds(self, image_embeds: torch.Tensor, questions: Sequence[str], answers: Sequence[str] | None = None,
-                   num_beams: int = 3, max_length: int = 10, k_test: int = 128) -> list[Answer]:
+                   num_beams: int = 3, max_length: int = 10, k_test: int = 128, top: int | None = None,
+                   mask_question_padding: bool = True, **options: Any) -> list[Answer] | list[list[Answer]]:
         """ask() on ViT tokens (B, L, width) already computed, one batch: e.g. video frames' tokens concatenated."""
         self._need_vqa("ask()")
         if len(image_embeds) != len(questions):
@@ -207,8 +294,10 @@ class Blip:
         with self.autocast():
             states = self.model.encode_grounded(ids, mask, image_embeds)
             if answers is None:
-                return self._generate_answers(states, mask, num_beams, max_length)
-            return self._rank_answers(states, mask, answers, k_test)
+                # The reference's generate attends to every question position, padding included.
+                cross_mask = mask if mask_question_padding else torch.ones_like(mask)
+                return self._generate_answers(states, cross_mask, num_beams, max_length, **options)
+            return self._rank_answers(states, mask, answers, k_test, top)
 
     def _need_vqa(self, what: str) -> None:
         self._need("text_encoder", "VQA")
@@ -216,16 +305,21 @@ class Blip:
         if self.cfg.decoder_input != "question":
             raise BlipError(f"this model's decoder reads images, not questions: load a VQA checkpoint for {what}")
 
-    def _generate_answers(self, states, mask, num_beams: int, max_length: int) -> list[Answer]:
-        gen = GenerationConfig(strategy="beam", num_beams=num_beams, max_length=max_length, min_length=1)
+    def _generate_answers(self, states, mask, num_beams: int, max_length: int, **options: Any) -> list[Answer]:
+        gen = GenerationConfig(**{"strategy": "beam", "num_beams": num_beams, "max_length": max_length,
+                                  "min_length": 1, **options})
         cross_kv = self.model.text_decoder.bert.cross_kv(states)
         start = torch.full((len(states), 1), self.tokenizer.dec_id, device=self.device)
         result = generate(self.model.text_decoder, start, cross_kv, mask, gen,
                           self.tokenizer.sep_id, self.tokenizer.pad_id)
         return [Answer(self.tokenizer.decode(seq), float(lp)) for seq, lp in zip(result.sequences, result.logprob)]
 
-    def _rank_answers(self, states, mask, answers: Sequence[str], k_test: int) -> list[Answer]:
-        """The reference's rank_answer: top-k answers by first-token probability, then by full LM loss."""
+    def _rank_answers(self, states, mask, answers: Sequence[str], k_test: int,
+                      top: int | None = None) -> list[Answer] | list[list[Answer]]:
+        """The reference's rank_answer: top-k answers by first-token probability, then by full LM loss.
+
+        The best answer per question, or with `top` that many of the k_test candidates, best first.
+        """
         ans_ids, ans_mask = self._texts(list(answers), 512)
         ans_ids[:, 0] = self.tokenizer.dec_id
         q = len(states)
@@ -240,6 +334,9 @@ class Blip:
         cand_mask = ans_mask[top_ids.view(-1)]
         logits = decoder(cand_ids, cand_mask, image_mask=qmask, cross_kv=cross_kv)
         scores = -lm_loss(logits, cand_ids, cand_mask, label_smoothing=self.cfg.label_smoothing).view(q, k)
+        if top is not None:
+            ranked = scores.argsort(dim=1, descending=True)[:, :top]
+            return [[Answer(answers[int(top_ids[i, j])], float(scores[i, j])) for j in ranked[i]] for i in range(q)]
         best = scores.argmax(dim=1)
         return [Answer(answers[int(top_ids[i, best[i]])], float(scores[i, best[i]])) for i in range(q)]
 

@@ -15,6 +15,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample", action="store_true", help="nucleus sampling instead of beam search")
     p.add_argument("--beams", type=int, default=3)
     p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--top-k", type=int, default=50, help="sampling keeps the k likeliest tokens before top-p "
+                                                         "(reference: 50; 0 = off)")
     p.add_argument("--max-length", type=int, default=20, help="tokens, prompt included (reference: 20)")
     p.add_argument("--min-length", type=int, default=5, help="tokens, prompt included (reference: 5)")
     p.add_argument("--repetition-penalty", type=float, help="default 1.0 for beams, 1.1 for sampling")
@@ -33,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     generator = torch.Generator(device=model.device).manual_seed(args.seed)
     captions = model.caption(images, prompt=args.prompt, strategy="nucleus" if args.sample else "beam",
                              num_beams=args.beams, max_length=args.max_length, min_length=args.min_length,
-                             top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                             top_p=args.top_p, top_k=args.top_k, repetition_penalty=args.repetition_penalty,
                              num_captions=args.num_captions if args.sample else 1, batch_size=args.batch_size,
                              generator=generator, progress=bar) if images else []
     if bar is not None:

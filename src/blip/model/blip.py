@@ -22,7 +22,8 @@ class BlipModel(nn.Module):
         width, hidden = cfg.vision.width, cfg.text.hidden
         self.visual_encoder = VisionEncoder(cfg.vision)
         if "text_encoder" in cfg.parts:
-            self.text_encoder = TextTransformer(cfg.text, encoder_width=width, twin=cfg.nlvr)
+            self.text_encoder = TextTransformer(cfg.text, encoder_width=width, twin=cfg.nlvr,
+                                                merge_from=cfg.nlvr_merge_from)
         if "text_decoder" in cfg.parts:
             # The VQA answer decoder reads the question encoder's states, which are text-wide (reference BLIP_VQA).
             reads = hidden if cfg.decoder_input == "question" else width

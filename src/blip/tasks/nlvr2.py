@@ -38,8 +38,12 @@ class NLVR2Training(nn.Module):
 def finetune_nlvr2(recipe: dict[str, Any], resume: bool = False) -> Path:
     """Fine-tune NLVR2 from a pretrained model (branches copied from its cross-attention) or an NLVR2 checkpoint."""
     train = TrainConfig(**{"schedule": "cosine", "min_lr": 0.0, **recipe.get("train", {})})
+    # The branches merge from text layer 6 as in the reference, or where an NLVR2 init checkpoint's merge layers
+    # start; a recipe's nlvr_merge_from overrides both (shallow models merge nowhere otherwise).
+    overrides = {"nlvr_merge_from": recipe["nlvr_merge_from"]} if "nlvr_merge_from" in recipe else None
     model, tok, _ = load_checkpoint(recipe["init"], task="nlvr2", image_size=recipe.get("image_size"),
-                                    tokenizer=recipe.get("tokenizer"), allow_missing=NEW_PARAMETERS)
+                                    tokenizer=recipe.get("tokenizer"), allow_missing=NEW_PARAMETERS,
+                                    overrides=overrides)
     tok = tokenizer_or_bert(tok)
     counter = SkipCounter()
     records = []
