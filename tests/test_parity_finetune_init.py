@@ -73,3 +73,16 @@ def test_momentum_position_embedding_is_resampled_like_the_online_one(tmp_path):
     expected = torch.cat([sd["visual_encoder_m.pos_embed"][:, :1], resized.reshape(1, 36, -1)], dim=1)
     assert "visual_encoder_m.pos_embed" in report.carried
     assert (model.state_dict()["visual_encoder_m.pos_embed"] - expected).abs().max() <= 1e-5
+
+
+def test_pretraining_from_a_checkpoint_keeps_its_momentum_encoders_and_queues(tmp_path):
+    from blip.tasks.pretrain import build_model
+    from blip.tokenizer import Tokenizer
+
+    sd = pretrained_checkpoint(tmp_path / "model_base.pth")
+    r = recipe(tmp_path, queue_size=QUEUE)
+    tok = Tokenizer.from_pretrained(r["tokenizer"])
+    model = build_model({"model": {"preset": "tiny", "image_size": 32, "init": r["init"]}, "queue_size": QUEUE}, tok)
+    own = model.state_dict()
+    for name in ("visual_encoder_m.blocks.0.attn.qkv.weight", "text_proj_m.weight", "image_queue", "queue_ptr"):
+        assert torch.equal(own[name], sd[name]), name
