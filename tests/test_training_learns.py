@@ -47,7 +47,7 @@ def test_pretraining_losses_fall_on_a_fixed_batch():
     history = []
     for _ in range(30):
         losses = model(pixels, ids, mask, alpha=0.4, generator=g)
-        history.append({"itc": float(losses.itc), "itm": float(losses.itm), "lm": float(losses.lm)})
+        history.append({k: float(getattr(losses, k).detach()) for k in ("itc", "itm", "lm")})
         opt.zero_grad()
         losses.total.backward()
         opt.step()
@@ -185,13 +185,43 @@ def test_bf16_autocast_pretraining_step_runs_on_cpu():
         assert model.text_decoder.cls.predictions(torch.randn(1, 96)).dtype == torch.bfloat16
     losses.total.backward()
     for name in ("itc", "itm", "lm"):
-        assert abs(float(getattr(losses, name)) - float(getattr(fp32, name))) < 0.05 * float(getattr(fp32, name)), name
+        low, full = float(getattr(losses, name).detach()), float(getattr(fp32, name).detach())
+        assert abs(low - full) < 0.05 * full, name
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay fp32 (autocast, not casting)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     opt.step()
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@dataclass
+class Caption:
+    pixels: torch.Tensor
+    ids: torch.Tensor
+
+
+class Captions(Pairs):
+    def __getitem__(self, i):
+        return Caption(self.pixels[i], self.ids[i])
+
+
+def test_trainer_bf16_pretraining_steps_on_cpu(tmp_path):
+    torch.manual_seed(0)
+    model = BlipPretrain(tiny_cfg(), queue_size=8)
+    cfg = TrainConfig(out=str(tmp_path), batch_size=4, lr=1e-3, warmup_steps=0, max_steps=2, num_workers=0,
+                      progress=False, checkpoint_every=100, bf16=True)
+
+    def loss_fn(m, batch, info):
+        losses = m(batch["pixels"], batch["ids"], torch.ones_like(batch["ids"]), alpha=0.4)
+        return {"loss": losses.total, "lm": losses.lm}
+
+    before = copy.deepcopy(model.state_dict())
+    history = Trainer(cfg, model, Captions(), loss_fn).fit(resume=False)
+    assert len(history) == 2 and all(math.isfinite(h["loss"]) for h in history)
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values())
+    assert not torch.equal(model.itm_head.weight, before["itm_head.weight"])
+    assert model.image_queue.dtype == torch.float32 and int(model.queue_ptr) == 0  # 2 steps x 4 wrap a queue of 8
 
 
 def test_bf16_inference_on_cpu_is_close_to_fp32(hf_models):
