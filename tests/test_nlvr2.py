@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from blip.checkpoint import load_checkpoint
@@ -60,8 +61,24 @@ def test_finetune_and_evaluate_on_synthetic_world(tmp_path, synth_world):
     r["init"] = str(pretrained)
     r["data"] = [{"path": str(synth_world / "nlvr2/nlvr_train.json"), "image_root": str(synth_world)}]
     r["train"].update(out=str(tmp_path / "nlvr"), max_steps=2, batch_size=4, num_workers=0)
+    import json
+
     import blip
+    from blip.data.text import pre_caption
 
     model = blip.load(finetune_nlvr2(r))
-    metrics = evaluate_nlvr2(model, str(synth_world / "nlvr2/nlvr_dev.json"), str(synth_world))
-    assert 0 <= metrics["accuracy"] <= 100 and metrics["pairs"] > 0
+    start = blip.load(pretrained, task="nlvr2", allow_missing=NEW_PARAMETERS).model.state_dict()
+    assert any(not torch.equal(v, start[k]) for k, v in model.model.state_dict().items() if k.startswith("text_"))
+    dev = synth_world / "nlvr2/nlvr_dev.json"
+    metrics = evaluate_nlvr2(model, str(dev), str(synth_world))
+    # By hand, one statement at a time: the image pair through the ViT, the statement through the twin encoder,
+    # the head's argmax against the label.
+    records = json.loads(dev.read_text())
+    correct = 0
+    with torch.no_grad():
+        for rec in records:
+            embeds = model.model.encode_image(model.pixels([str(synth_world / p) for p in rec["images"]]))
+            ids, mask = model.tokenizer([pre_caption(rec["sentence"], 40)], max_length=40)
+            logits = model.model.nlvr_logits(embeds[:1], embeds[1:], ids, mask)
+            correct += int(logits.argmax(-1)) == (rec["label"] == "True")
+    assert metrics == {"accuracy": pytest.approx(100 * correct / len(records)), "pairs": len(records)}
