@@ -85,6 +85,17 @@ class TrainConfig:
                     setattr(self, f.name, float(value) if kind == "float" else int(value))
                 except ValueError:
                     raise BlipError(f"train.{f.name} must be a number, got {value!r}") from None
+        for name, low in _AT_LEAST.items():
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise BlipError(f"train.{name} must be at least {low}, got {value}")
+        if self.lr <= 0:
+            raise BlipError(f"train.lr must be positive, got {self.lr}")
+
+
+# The smallest value each count of TrainConfig may take.
+_AT_LEAST = {"epochs": 1, "batch_size": 1, "grad_accum": 1, "warmup_steps": 0, "checkpoint_every": 1, "keep": 1,
+             "log_every": 1, "num_workers": 0, "max_steps": 1, "steps_per_epoch": 1}
 
 
 @dataclass
