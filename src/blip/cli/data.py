@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from blip.cli.common import nonnegative_int, positive_int
 
@@ -13,7 +14,15 @@ from blip.cli.common import nonnegative_int, positive_int
 def _synth(args: argparse.Namespace) -> int:
     """Generate the synthetic world and print what was written."""
     from blip.data.synth import generate
+    from blip.errors import BlipError
 
+    out = Path(args.out)
+    if out.is_file():
+        raise BlipError(f"{out}: is a file, not a folder")
+    # Files of an earlier, larger world would stay behind among the new ones and be read as part of it.
+    if out.is_dir() and (entries := sorted(p.name for p in out.iterdir())):
+        raise BlipError(f"{out}: folder is not empty ({len(entries)} entries, e.g. {entries[0]!r}); write the "
+                        f"synthetic world to a new or empty folder")
     start = time.perf_counter()
     manifest = generate(args.out, num_images=args.images, seed=args.seed, noise=args.noise, size=args.size,
                         num_videos=args.videos, workers=args.workers, web_fraction=args.web_fraction)

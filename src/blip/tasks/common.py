@@ -80,6 +80,8 @@ def train_and_save(train: TrainConfig, module: nn.Module, model: BlipModel, tok:
     """Train `module` (whose forward is the loss) with the one trainer; save `model` as OUT/model (rank 0)."""
     trainer = Trainer(train, module, dataset, loss_fn)
     trainer.skips.merge(counter)
+    if rank() == 0:  # beside the checkpoints, so that a checkpoint-*.pt loads for inference with its tokenizer
+        tok.save(Path(train.out) / "tokenizer")
     if before_fit is not None and rank() == 0:
         before_fit()
     trainer.fit(resume=resume)

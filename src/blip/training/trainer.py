@@ -93,6 +93,11 @@ class TrainConfig:
             raise BlipError(f"train.lr must be positive, got {self.lr}")
 
 
+# TrainConfig fields a resumed run must share with its checkpoint (they fix which samples make each step), and
+# those it may change with a warning (the optimisation from here on).
+_SAME_RUN = {"batch_size", "grad_accum", "seed", "steps_per_epoch"}
+_SAME_SCHEDULE = {"epochs", "lr", "min_lr", "schedule", "warmup_steps", "warmup_lr", "lr_decay", "weight_decay"}
+
 # The smallest value each count of TrainConfig may take.
 _AT_LEAST = {"epochs": 1, "batch_size": 1, "grad_accum": 1, "warmup_steps": 0, "checkpoint_every": 1, "keep": 1,
              "log_every": 1, "num_workers": 0, "max_steps": 1, "steps_per_epoch": 1}
@@ -287,7 +292,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             state = {"model": model_state, "optimizer": optimizer_state, "step": self.step,
                      "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "rng": _rng_state(),
-                     "skips": self.skips.as_dict(), "config": asdict(self.cfg)}
+                     "skips": self.skips.as_dict(), "config": asdict(self.cfg), "samples": self._samples()}
             tmp = path.with_suffix(".tmp")
             torch.save(state, tmp)
             os.replace(tmp, path)
@@ -297,15 +302,55 @@ class Trainer:
             dist.barrier()
         return path
 
-    def resume(self) -> bool:
-        """Load the newest checkpoint if there is one; True when resumed."""
+    def _samples(self) -> int | None:
+        """Samples in the dataset (None for a stream): a resumed run must see the same data."""
+        return None if self.iterable else len(self.dataset)
+
+    def _load_newest(self) -> tuple[Path, dict[str, Any]] | None:
+        """The newest readable checkpoint and its state; an unreadable newer one is passed over with a line."""
         found = self.checkpoints()
-        if not found:
+        bad: list[str] = []
+        for path in reversed(found):
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:  # noqa: BLE001 - a truncated or corrupt file, whatever torch raises
+                bad.append(f"{path.name} ({type(e).__name__})")
+                continue
+            if bad and rank() == 0:
+                print(f"blip: cannot read {', '.join(bad)}: truncated or corrupt; resuming from the previous "
+                      f"good checkpoint, {path.name}", file=sys.stderr)
+            return path, state
+        if bad:
+            raise TrainingError(f"no checkpoint in {self.out} can be read ({', '.join(bad)}); remove them to start "
+                                f"over")
+        return None
+
+    def _check_same_recipe(self, path: Path, state: dict[str, Any]) -> None:
+        """Refuse a resume whose data or batching changed (it would not continue the same run); warn about a
+        changed optimisation (a lower lr after a divergence is a normal reason to resume)."""
+        then, now = state.get("config", {}), asdict(self.cfg)
+
+        def differences(names: set[str]) -> list[str]:
+            return [f"train.{k}: {then[k]!r} then, {now[k]!r} now" for k in sorted(names)
+                    if k in then and then[k] != now[k]]
+
+        refused = differences(_SAME_RUN)
+        if state.get("samples") is not None and state["samples"] != self._samples():
+            refused.append(f"data: {state['samples']} samples then, {self._samples()} now")
+        if refused:
+            raise TrainingError(f"{path.name} was written by a different recipe ({'; '.join(refused)}): resume "
+                                f"with the recipe the run started with, or train into a new out folder")
+        warned = differences(_SAME_SCHEDULE)
+        if warned and rank() == 0:
+            print(f"blip: resuming {path.name} with a changed schedule ({'; '.join(warned)})", file=sys.stderr)
+
+    def resume(self) -> bool:
+        """Load the newest readable checkpoint if there is one; True when resumed."""
+        newest = self._load_newest()
+        if newest is None:
             return False
-        try:
-            state = torch.load(found[-1], map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001
-            raise TrainingError(f"{found[-1]}: cannot resume from it ({type(e).__name__}: {e})") from None
+        path, state = newest
+        self._check_same_recipe(path, state)
         # set_model_state_dict shards a shared parameter (the pretraining decoder's modules shared with the
         # encoder) under its first name only, and fails copying the whole tensor under another: load each once.
         aliases = _aliases(self.model)
@@ -313,7 +358,7 @@ class Trainer:
         missing, unexpected = set_model_state_dict(self.model, loaded,
                                                    options=StateDictOptions(full_state_dict=True, strict=False))
         if set(missing) - aliases or unexpected:
-            raise TrainingError(f"{found[-1]} does not fit the model: missing {sorted(set(missing) - aliases)}, "
+            raise TrainingError(f"{path} does not fit the model: missing {sorted(set(missing) - aliases)}, "
                                 f"unexpected {sorted(unexpected)}")
         full = StateDictOptions(full_state_dict=True)
         set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"], options=full)
@@ -481,6 +526,10 @@ class Trainer:
                 self.batch_in_epoch = 0
         if bar is not None:
             bar.close()
+        seen = self.skips.used + self.skips.total_skipped
+        if self.skips.total_skipped > 0.5 * seen or self.step == 0:
+            raise TrainingError(f"{self.skips.total_skipped} of {seen} samples were unusable ({self.skips.summary()})"
+                                f" and {self.step} steps ran; check the data paths and image_root")
         if not self.checkpoints() or int(self.checkpoints()[-1].stem.split("-")[1]) != self.step:
             self.save()
         if self.fsdp:
