@@ -13,12 +13,12 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import DEC, SEP
 from PIL import Image
 
 import blip
 from blip.cli import main
 from blip.errors import BlipError
-from conftest import DEC, SEP
 
 
 def image(seed: int, size: int = 40) -> Image.Image:
@@ -93,7 +93,7 @@ def test_checkpoint_without_tokenizer_fails_at_once_offline(hf_models, tmp_path,
     import huggingface_hub
     from huggingface_hub import constants
 
-    trained, _ = _trained_captioner(hf_models, tmp_path / "run")
+    _trained_captioner(hf_models, tmp_path / "run")
 
     def no_download(*args, **kwargs):
         raise AssertionError("the Hub was asked although it is offline")

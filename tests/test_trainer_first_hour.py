@@ -7,11 +7,11 @@ import json
 
 import pytest
 import torch
+from test_trainer import recipe
 from torch import nn
 
 from blip.cli import main
 from blip.training.trainer import TrainConfig, Trainer, TrainingError
-from test_trainer import recipe
 
 
 class Linear(nn.Module):

@@ -3,6 +3,7 @@ and running the one trainer then saving the final model."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -63,6 +64,17 @@ def image_transform(recipe: dict[str, Any], size: int, min_scale: float):
     """
     return train_transform(size, min_scale=recipe.get("crop_scale_min", min_scale),
                            flip=recipe.get("flip", not recipe.get("mirror")), randaug=recipe.get("randaug", True))
+
+
+def report_skips(failures: list[str], total: int, source: str, unit: str = "images") -> None:
+    """Say which inputs an evaluation could not use; when most could not, fail (its metric would mean nothing)."""
+    if not failures:
+        return
+    shown = "; ".join(failures[:3]) + (f"; and {len(failures) - 3} more" if len(failures) > 3 else "")
+    if 2 * len(failures) > total:
+        raise BlipError(f"{source}: {len(failures)} of {total} {unit} could not be used ({shown}); check the "
+                        f"image root the annotation's paths are relative to")
+    print(f"blip: {len(failures)} of {total} {unit} skipped ({shown})", file=sys.stderr)
 
 
 def tokenizer_or_bert(tok: Tokenizer | None) -> Tokenizer:
