@@ -45,3 +45,24 @@ def test_vqa_names_missing_images_and_fails_when_most_are(hf_models, synth_world
     _subset(synth_world / "vqa" / "vqa_test.json", tmp_path / "most.json", 5, missing=3)
     assert main([*args, "--data", str(tmp_path / "most.json")]) == 2
     assert f"3 of {n} questions could not be used" in capsys.readouterr().err
+
+
+def test_progress_lines_outside_a_terminal(hf_models, synth_world, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("BLIP_PROGRESS_EVERY", "0")  # a line on every update; stderr under capsys is no tty
+    n = _subset(synth_world / "coco_karpathy_test.json", tmp_path / "few.json", 3, missing=0)
+    assert main(["evaluate", "caption", "--model", str(hf_models["caption"][1]), "--no-meteor", "--batch-size", "2",
+                 "--image-root", str(synth_world), "--data", str(tmp_path / "few.json")]) == 0
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("blip: captioning:")]
+    assert [x.split()[2] for x in lines] == ["2/3", f"{n}/{n}"]
+
+
+def test_training_progress_lines_outside_a_terminal(tmp_path, capsys, monkeypatch):
+    from test_trainer_first_hour import run
+
+    monkeypatch.setenv("BLIP_PROGRESS_EVERY", "0")
+    run(tmp_path, steps=3, progress=True).fit()
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("blip: training:")]
+    assert [x.split()[2] for x in lines] == ["1/3", "2/3", "3/3"] and all("loss" in x for x in lines)
+    monkeypatch.setenv("BLIP_PROGRESS_EVERY", "3600")  # a short run in a log stays quiet
+    run(tmp_path / "quiet", steps=2, progress=True).fit()
+    assert "blip: training:" not in capsys.readouterr().err

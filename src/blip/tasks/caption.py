@@ -19,6 +19,7 @@ from blip.evaluation.captioning import caption_metrics, write_caption_results
 from blip.images import load_image
 from blip.model.blip import BlipModel
 from blip.model.losses import lm_loss
+from blip.progress import Progress
 from blip.tasks.common import image_transform, read_sources, report_skips, tokenizer_or_bert, train_and_save
 from blip.training.trainer import StepInfo, TrainConfig
 
@@ -75,7 +76,9 @@ def evaluate_caption(model: Blip, annotation: str, image_root: str = "", out: st
         except ImageError as e:
             failures.append(str(e))
     report_skips(failures, len(rs.images), annotation)
-    captions = model.caption(images, batch_size=batch_size, **generation)
+    progress = Progress(len(images), "captioning")
+    captions = model.caption(images, batch_size=batch_size, progress=progress, **generation)
+    progress.close()
     candidates = {i: c.text for i, c in zip(ids, captions)}
     references = {rs.image_ids[i]: [rs.texts[t] for t in rs.img2txt[i]] for i in range(len(rs.images))}
     metrics = caption_metrics({i: references[i] for i in ids}, candidates, meteor=meteor)

@@ -19,6 +19,7 @@ from blip.data.samples import VQARecord
 from blip.errors import BlipError, ImageError
 from blip.evaluation.vqa import vqa_score, write_vqa_results
 from blip.images import load_image
+from blip.progress import Progress
 from blip.model.blip import BlipModel
 from blip.model.losses import lm_loss
 from blip.tasks.common import image_transform, report_skips, tokenizer_or_bert, train_and_save
@@ -131,6 +132,7 @@ def evaluate_vqa(model: Blip, annotation: str, image_root: str = "", answer_list
     candidates = read_answer_list(answer_list) if answer_list else None
     predictions: dict[str, str] = {}
     failures: list[str] = []
+    progress = Progress(len(records), "answering", unit="question")
     for start in range(0, len(records), batch_size):
         chunk, images = [], []
         for rec in records[start:start + batch_size]:
@@ -139,11 +141,13 @@ def evaluate_vqa(model: Blip, annotation: str, image_root: str = "", answer_list
                 chunk.append(rec)
             except ImageError as e:
                 failures.append(str(e))
+        progress.update(len(records[start:start + batch_size]) - len(chunk))
         if not chunk:
             continue
         answers = model.ask(images, [rec.question for rec in chunk], answers=candidates, k_test=k_test,
-                            batch_size=batch_size)
+                            batch_size=batch_size, progress=progress)
         predictions.update((rec.question_id, a.text) for rec, a in zip(chunk, answers))
+    progress.close()
     report_skips(failures, len(records), annotation, unit="questions")
     metrics: dict[str, float] = {"questions": float(len(predictions)), "skipped_images": float(len(failures))}
     truth = _ground_truth(annotation)

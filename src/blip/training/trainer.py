@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_
 
 from blip.data.robust import SkipCounter, collate
 from blip.errors import BlipError
+from blip.progress import Progress
 from blip.training.distributed import average_gradients, fully_shard_model, is_distributed, rank, world_size
 
 LossFn = Callable[[nn.Module, dict[str, Any], "StepInfo"], dict[str, torch.Tensor]]
@@ -471,11 +472,8 @@ class Trainer:
         total_steps = cfg.epochs * self.batches_per_epoch // cfg.grad_accum
         if cfg.max_steps is not None:
             total_steps = min(total_steps, cfg.max_steps)
-        bar = None
-        if cfg.progress and rank() == 0 and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            bar = tqdm(total=total_steps, initial=self.step, unit="step", file=sys.stderr)
+        bar = Progress(total_steps, "training", unit="step", initial=self.step) if cfg.progress and rank() == 0 \
+            else None
         self.model.train()
         micro = 0
         t_last = time.perf_counter()
@@ -515,8 +513,7 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or self.step == total_steps:
                     self._log(record)
                 if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", sps=f"{record['samples_per_s']:.1f}")
+                    bar.update(1, loss=f"{record['loss']:.3f}", samples_per_s=f"{record['samples_per_s']:.1f}")
                 if self.step % cfg.checkpoint_every == 0:
                     self.save()
                 if self.step >= total_steps:
