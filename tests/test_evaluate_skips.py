@@ -10,7 +10,7 @@ from blip.cli import main
 def _subset(src, dst, n: int, missing: int) -> int:
     entries = json.loads(src.read_text())[:n]
     for e in entries[:missing]:
-        e["image"] = "images/not-there-%s" % e["image"].rsplit("/", 1)[-1]
+        e["image"] = "images/not-there-" + e["image"].rsplit("/", 1)[-1]
     dst.write_text(json.dumps(entries))
     return len(entries)
 

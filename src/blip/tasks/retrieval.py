@@ -16,8 +16,8 @@ from blip.data.samples import RetrievalSet
 from blip.data.text import pre_caption
 from blip.evaluation.retrieval import retrieval_metrics, two_stage_scores
 from blip.images import load_image
-from blip.progress import Progress
 from blip.model.config import for_task
+from blip.progress import Progress
 from blip.tasks.common import image_transform, read_sources, tokenizer_or_bert, train_and_save
 from blip.training.retrieval import BlipRetrievalTrain
 from blip.training.trainer import StepInfo, TrainConfig

@@ -19,9 +19,9 @@ from blip.data.samples import VQARecord
 from blip.errors import BlipError, ImageError
 from blip.evaluation.vqa import vqa_score, write_vqa_results
 from blip.images import load_image
-from blip.progress import Progress
 from blip.model.blip import BlipModel
 from blip.model.losses import lm_loss
+from blip.progress import Progress
 from blip.tasks.common import image_transform, report_skips, tokenizer_or_bert, train_and_save
 from blip.tokenizer import Tokenizer
 from blip.training.trainer import StepInfo, TrainConfig
