@@ -89,5 +89,20 @@ def test_training_on_missing_images_fails_instead_of_writing_a_model(tmp_path, s
     config.write_text(json.dumps(r))
     assert main(["pretrain", "--config", str(config)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "samples were unusable (" in err and "missing" in err and "0 steps ran" in err and "\n" not in err
-    assert not (tmp_path / "out" / "model").exists()
+    assert "samples were unusable (" in err and "missing" in err and "no training step ran" in err
+    assert "\n" not in err and not (tmp_path / "out" / "model").exists()
+
+
+def test_training_on_mostly_missing_images_exits_non_zero_saying_so(tmp_path, synth_world, capsys):
+    r = recipe(synth_world, tmp_path / "out", 2)
+    pairs = json.loads((synth_world / "pretrain.json").read_text())[:40]
+    for p in pairs[:30]:
+        p["image"] = "images/not-there.jpg"
+    (tmp_path / "pairs.json").write_text(json.dumps(pairs))
+    r["data"][0]["path"] = str(tmp_path / "pairs.json")
+    r["train"]["epochs"] = 1
+    config = tmp_path / "r.yaml"
+    config.write_text(json.dumps(r))
+    assert main(["pretrain", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "samples were unusable" in err and "missing" in err and "was written" in err

@@ -100,4 +100,8 @@ def train_and_save(train: TrainConfig, module: nn.Module, model: BlipModel, tok:
     final = Path(train.out) / "model"
     if rank() == 0:
         save_pretrained(model, tok, final)
+    skips = trainer.skips
+    if 2 * skips.total_skipped > skips.used + skips.total_skipped:  # the trainer stops such runs only past 200
+        raise BlipError(f"{final} was written, but {skips.total_skipped} of {skips.used + skips.total_skipped} "
+                        f"samples were unusable ({skips.summary()}); check the data paths and image_root")
     return final

@@ -523,10 +523,10 @@ class Trainer:
                 self.batch_in_epoch = 0
         if bar is not None:
             bar.close()
-        seen = self.skips.used + self.skips.total_skipped
-        if self.skips.total_skipped > 0.5 * seen or self.step == 0:
+        if self.step == 0:
+            seen = self.skips.used + self.skips.total_skipped
             raise TrainingError(f"{self.skips.total_skipped} of {seen} samples were unusable ({self.skips.summary()})"
-                                f" and {self.step} steps ran; check the data paths and image_root")
+                                f" and no training step ran; check the data paths and image_root")
         if not self.checkpoints() or int(self.checkpoints()[-1].stem.split("-")[1]) != self.step:
             self.save()
         if self.fsdp:
