@@ -106,3 +106,12 @@ def test_training_on_mostly_missing_images_exits_non_zero_saying_so(tmp_path, sy
     assert main(["pretrain", "--config", str(config)]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "samples were unusable" in err and "missing" in err and "was written" in err
+    # A pretraining checkpoint (momentum copies, queues) loads for inference with the run's tokenizer beside it.
+    import blip
+
+    ckpt = sorted((tmp_path / "out").glob("checkpoint-*.pt"))[-1]
+    model = blip.load(ckpt)
+    final = blip.load(tmp_path / "out" / "model")
+    assert model.cfg.parts == final.cfg.parts and len(model.tokenizer) == len(final.tokenizer)
+    got, want = model.model.state_dict(), final.model.state_dict()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
