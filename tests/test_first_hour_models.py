@@ -45,6 +45,9 @@ def test_ask_answers_takes_the_synthetic_worlds_json_list_and_plain_lines(hf_mod
     r = blip_cli("ask", img, "-q", "what colour is the square?", "--model", hf_models["vqa"][1], "--json",
                  "--answers", tmp_path / "answers.txt", "--k-test", len(answers))
     assert r.returncode == 0 and json.loads(r.stdout)["answer"] == want.text
+    # An answer longer than the model's positions (the tiny model has 40) is cut, not an IndexError.
+    long = ["yes", " ".join(["red"] * 60)]
+    assert model.ask([str(img)], ["what?"], answers=long)[0].text in long
     (tmp_path / "bad.json").write_text('["yes", "no"')
     r = blip_cli("ask", img, "-q", "what?", "--model", hf_models["vqa"][1], "--answers", tmp_path / "bad.json")
     assert r.returncode == 2 and "not valid JSON" in r.stderr and r.stderr.count("\n") == 1

@@ -109,7 +109,7 @@ def test_training_on_mostly_missing_images_exits_non_zero_saying_so(tmp_path, sy
     # A pretraining checkpoint (momentum copies, queues) loads for inference with the run's tokenizer beside it.
     import blip
 
-    ckpt = sorted((tmp_path / "out").glob("checkpoint-*.pt"))[-1]
+    ckpt = max((tmp_path / "out").glob("checkpoint-*.pt"))
     model = blip.load(ckpt)
     final = blip.load(tmp_path / "out" / "model")
     assert model.cfg.parts == final.cfg.parts and len(model.tokenizer) == len(final.tokenizer)

@@ -291,7 +291,8 @@ class Blip:
 
     def _rank_answers(self, states, mask, answers: Sequence[str], k_test: int) -> list[Answer]:
         """The reference's rank_answer: top-k answers by first-token probability, then by full LM loss."""
-        ans_ids, ans_mask = self._texts(list(answers), 512)
+        # 512 in the reference (BERT's positions); a smaller model must not index past its own.
+        ans_ids, ans_mask = self._texts(list(answers), min(512, self.cfg.text.max_positions))
         ans_ids[:, 0] = self.tokenizer.dec_id
         q = len(states)
         decoder = self.model.text_decoder
