@@ -22,8 +22,8 @@ def test_parser_and_argument_errors_do_not_import_torch():
     r = _python("import sys, blip.cli\n"
                 "blip.cli.build_parser().format_help()\n"
                 "try:\n    blip.cli.main(['ask', 'x.jpg', '-q', 'why?', '--model', 'm', '--beams', '0'])\n"
-                "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules)")
-    assert r.stdout.split() == ["2", "False"], r.stderr
+                "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules, 'numpy' in sys.modules)")
+    assert r.stdout.split() == ["2", "False", "False"], r.stderr
 
 
 def test_import_blip_is_lazy_but_complete():
