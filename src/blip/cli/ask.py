@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from blip.cli.common import (
-    add_model_args,
-    emit,
-    expand_images,
-    finish,
-    open_model,
-    positive_int,
-    progress_bar,
-    usable_images,
-)
+from blip.cli.common import (add_model_args, emit, expand_images, finish, open_model, positive_int, progress_bar,
+                             usable_images)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
