@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
@@ -13,7 +15,7 @@ from PIL import Image
 from blip.checkpoint import LoadReport
 from blip.data.text import pre_question
 from blip.data.transforms import eval_transform
-from blip.errors import BlipError
+from blip.errors import BlipError, ImageError
 from blip.generation import GenerationConfig, generate
 from blip.images import ImageSource, load_image
 from blip.model.blip import BlipModel
@@ -31,6 +33,7 @@ class Caption:
     itm: float | None = None
     ids: list[int] = field(default_factory=list)  # the generated sequence, prompt and end token included
     score: float | None = None  # beam search: the length-normalised score the beams were ranked by
+    error: str | None = None  # why the image could not be used (on_error="report"); text is then empty
 
 
 @dataclass
@@ -39,6 +42,42 @@ class Answer:
 
     text: str
     logprob: float
+    error: str | None = None  # why the image could not be used (on_error="report"); text is then empty
+
+
+# One image, or a sequence of them: a path is not iterated as characters.
+Images = ImageSource | Sequence[ImageSource]
+Texts = str | Sequence[str]
+
+
+def _images(images: Images) -> list[ImageSource]:
+    """A single image (path, bytes, PIL image, one array or tensor) as a list of one; a sequence as a list."""
+    if isinstance(images, (str, os.PathLike, bytes, bytearray, Image.Image)):
+        return [images]
+    if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim <= 3:  # (H, W[, 3]) or (3, H, W)
+        return [images]
+    return list(images)
+
+
+def _texts_list(texts: Texts) -> list[str]:
+    return [texts] if isinstance(texts, str) else list(texts)
+
+
+def _usable(images: list[ImageSource]) -> tuple[list[Image.Image], list[int], dict[int, str]]:
+    """Decode each image: the good ones, their positions, and the bad ones' messages by position."""
+    good, where, errors = [], [], {}
+    for i, im in enumerate(images):
+        try:
+            good.append(load_image(im))
+            where.append(i)
+        except ImageError as e:
+            errors[i] = str(e)
+    return good, where, errors
+
+
+def _check_on_error(on_error: str) -> None:
+    if on_error not in ("raise", "report"):
+        raise BlipError(f"on_error must be 'raise' or 'report', not {on_error!r}")
 
 
 @dataclass
@@ -115,15 +154,16 @@ class Blip:
         return ids.to(self.device), mask.to(self.device)
 
     @torch.no_grad()
-    def image_embeds(self, images: Sequence[ImageSource]) -> torch.Tensor:
+    def image_embeds(self, images: Images) -> torch.Tensor:
         """All ViT tokens (B, 1 + patches, width)."""
         with self.autocast():
-            return self.model.encode_image(self.pixels(images)).float()
+            return self.model.encode_image(self.pixels(_images(images))).float()
 
     @torch.no_grad()
-    def image_features(self, images: Sequence[ImageSource], batch_size: int = 32) -> torch.Tensor:
+    def image_features(self, images: Images, batch_size: int = 32) -> torch.Tensor:
         """L2-normalised ITC image features (B, embed_dim): cosine with text_features is the ITC score."""
         self._need("itc", "image features")
+        images = _images(images)
         out = []
         for s in _batches(len(images), batch_size):
             with self.autocast():
@@ -131,9 +171,10 @@ class Blip:
         return torch.cat(out)
 
     @torch.no_grad()
-    def text_features(self, texts: Sequence[str], batch_size: int = 256, max_length: int = 35) -> torch.Tensor:
+    def text_features(self, texts: Texts, batch_size: int = 256, max_length: int = 35) -> torch.Tensor:
         """L2-normalised ITC text features (B, embed_dim) from the unimodal encoder."""
         self._need("itc", "text features")
+        texts = _texts_list(texts)
         out = []
         for s in _batches(len(texts), batch_size):
             with self.autocast():
@@ -141,7 +182,7 @@ class Blip:
         return torch.cat(out)
 
     @torch.no_grad()
-    def multimodal_features(self, images: Sequence[ImageSource], texts: Sequence[str],
+    def multimodal_features(self, images: Images, texts: Texts,
                             max_length: int = 35) -> torch.Tensor:
         """Image-grounded encoder output at [ENC] (B, hidden) for paired images and texts."""
         self._need("text_encoder", "multimodal features")
@@ -197,13 +238,19 @@ class Blip:
         return out
 
     @torch.no_grad()
-    def match(self, images: Sequence[ImageSource], texts: Sequence[str], max_length: int = 35,
-              batch_size: int = 16) -> list[dict[str, float]]:
+    def match(self, images: Images, texts: Texts, max_length: int = 35, batch_size: int = 16,
+              on_error: str = "raise") -> list[dict[str, Any]]:
         """Per (image, text) pair: 'itm' match probability (ITM head) and 'itc' cosine similarity (not a probability).
 
-        Give equal-length lists, or one image and many texts, or many images and one text.
+        Give equal-length lists, or one image and many texts, or many images and one text. With on_error="report"
+        an unusable image gives {"error": why} in its place instead of raising.
         """
+        _check_on_error(on_error)
         images, texts = _pair(images, texts)
+        if on_error == "report":
+            good, where, errors = _usable(images)
+            scores = iter(self.match(good, [texts[i] for i in where], max_length, batch_size) if good else [])
+            return [{"error": errors[i]} if i in errors else next(scores) for i in range(len(images))]
         results = []
         for s in _batches(len(texts), batch_size):
             ids, mask = self._texts(texts[s], max_length)
@@ -220,12 +267,23 @@ class Blip:
         return results
 
     @torch.no_grad()
-    def caption(self, images: Sequence[ImageSource], prompt: str = "a picture of ", strategy: str = "beam",
+    def caption(self, images: Images, prompt: str = "a picture of ", strategy: str = "beam",
                 num_beams: int = 3, max_length: int = 20, min_length: int = 5, top_p: float = 0.9, top_k: int = 50,
                 repetition_penalty: float | None = None, num_captions: int = 1, batch_size: int = 8,
-                generator: torch.Generator | None = None, progress: Any = None, **options: Any) -> list[Caption]:
-        """Caption images (num_captions per image, image-major); lengths count the prompt, as in the reference."""
+                generator: torch.Generator | None = None, progress: Any = None, on_error: str = "raise",
+                **options: Any) -> list[Caption]:
+        """Caption one image or many (num_captions per image, image-major); lengths count the prompt, as in the
+        reference. With on_error="report" an unusable image gives Captions with `error` set instead of raising."""
         self._need("text_decoder", "captioning")
+        _check_on_error(on_error)
+        images = _images(images)
+        if on_error == "report":
+            good, _, errors = _usable(images)
+            done = iter(self.caption(good, prompt, strategy, num_beams, max_length, min_length, top_p, top_k,
+                                     repetition_penalty, num_captions, batch_size, generator, progress, **options)
+                        if good else [])
+            return [Caption("", -math.inf, -math.inf, error=errors[i]) if i in errors else next(done)
+                    for i in range(len(images)) for _ in range(num_captions)]
         if self.cfg.decoder_input != "image":
             raise BlipError("this is a VQA model: its decoder reads questions, not images; use ask()")
         if repetition_penalty is None:  # the reference's defaults: 1.0 for beam search, 1.1 for nucleus sampling
@@ -260,18 +318,25 @@ class Blip:
         return out
 
     @torch.no_grad()
-    def ask(self, images: Sequence[ImageSource], questions: Sequence[str], answers: Sequence[str] | None = None,
+    def ask(self, images: Images, questions: Texts, answers: Sequence[str] | None = None,
             num_beams: int = 3, max_length: int = 10, k_test: int = 128, batch_size: int = 8,
             progress: Any = None, top: int | None = None, mask_question_padding: bool = True,
-            **options: Any) -> list[Answer] | list[list[Answer]]:
+            on_error: str = "raise", **options: Any) -> list[Answer] | list[list[Answer]]:
         """Answer questions about images: generate (beam search), or rank a given answer list (reference k_test).
 
         With an answer list and `top`, each question gets its `top` best answers, best first, with their scores.
         mask_question_padding=False decodes as the reference's generate does, attending to the question's padding
-        (answers then depend on the other questions of the batch); `options` go to GenerationConfig.
+        (answers then depend on the other questions of the batch); `options` go to GenerationConfig. With
+        on_error="report" an unusable image gives an Answer with `error` set instead of raising.
         """
         self._need_vqa("ask()")
+        _check_on_error(on_error)
         images, questions = _pair(images, questions)
+        if on_error == "report":
+            good, where, errors = _usable(images)
+            done = iter(self.ask(good, [questions[i] for i in where], answers, num_beams, max_length, k_test,
+                                 batch_size, progress, top, mask_question_padding, **options) if good else [])
+            return [Answer("", -math.inf, error=errors[i]) if i in errors else next(done) for i in range(len(images))]
         out: list[Answer] = []
         for s in _batches(len(questions), batch_size):
             with self.autocast():
@@ -320,7 +385,8 @@ class Blip:
 
         The best answer per question, or with `top` that many of the k_test candidates, best first.
         """
-        ans_ids, ans_mask = self._texts(list(answers), 512)
+        # 512 in the reference (BERT's positions); a smaller model must not index past its own.
+        ans_ids, ans_mask = self._texts(list(answers), min(512, self.cfg.text.max_positions))
         ans_ids[:, 0] = self.tokenizer.dec_id
         q = len(states)
         decoder = self.model.text_decoder
@@ -341,9 +407,9 @@ class Blip:
         return [Answer(answers[int(top_ids[i, best[i]])], float(scores[i, best[i]])) for i in range(q)]
 
 
-def _pair(images: Sequence[Any], texts: Sequence[str]) -> tuple[list[Any], list[str]]:
+def _pair(images: Images, texts: Texts) -> tuple[list[Any], list[str]]:
     """Broadcast one image over many texts or one text over many images; otherwise lengths must agree."""
-    images, texts = list(images), list(texts)
+    images, texts = _images(images), _texts_list(texts)
     if len(images) == 1 and len(texts) > 1:
         images = images * len(texts)
     elif len(texts) == 1 and len(images) > 1:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -98,7 +99,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             sd = sd[wrapper]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{path}: does not hold a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in sd.items()}
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    if sd and all(k.startswith("model.") for k in sd):  # a fine-tuning run's checkpoint: its loss module wraps the model
+        sd = {k.removeprefix("model."): v for k, v in sd.items()}
+    return sd
 
 
 def from_transformers_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -342,6 +346,9 @@ def load_checkpoint(
         else:
             fmt = "reference"
         inferred = infer_config(sd)
+        run_tokenizer = path.parent / "tokenizer"  # a trainer's checkpoint-*.pt: the run keeps its tokenizer there
+        if path.name.startswith("checkpoint-") and run_tokenizer.is_dir():
+            tok = Tokenizer.from_pretrained(run_tokenizer)
     cfg = config or inferred
     if task is not None:
         if task not in TASK_PARTS:
@@ -408,13 +415,21 @@ def _dedupe(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _save_tensors(sd: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors' save_file, with the permissions every other output gets (it writes 0600 whatever the umask)."""
+    save_file(_dedupe(sd), str(path), metadata={"format": "pt"})
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
+
+
 def save_pretrained(model: BlipModel, tokenizer: Tokenizer | None, folder: str | Path) -> None:
     """Write the project's own format: config.json, model.safetensors and the tokenizer."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps({"format": OWN_FORMAT, "version": 1,
                                                     "config": model.cfg.to_dict()}, indent=2))
-    save_file(_dedupe(model.state_dict()), str(folder / "model.safetensors"), metadata={"format": "pt"})
+    _save_tensors(model.state_dict(), folder / "model.safetensors")
     if tokenizer is not None:
         tokenizer.save(folder)
 
@@ -458,7 +473,7 @@ def export_transformers(model: BlipModel, tokenizer: Tokenizer | None, folder: s
         },
     }
     (folder / "config.json").write_text(json.dumps(hf, indent=2))
-    save_file(_dedupe(sd), str(folder / "model.safetensors"), metadata={"format": "pt"})
+    _save_tensors(sd, folder / "model.safetensors")
     if tokenizer is not None:
         tokenizer.save(folder)
         (folder / "tokenizer_config.json").write_text(json.dumps(

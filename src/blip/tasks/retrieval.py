@@ -18,6 +18,7 @@ from blip.data.text import pre_caption
 from blip.evaluation.retrieval import retrieval_metrics, two_stage_scores
 from blip.images import load_image
 from blip.model.config import for_task
+from blip.progress import Progress
 from blip.tasks.common import image_transform, read_sources, tokenizer_or_bert, train_and_save
 from blip.tokenizer import Tokenizer
 from blip.training.distributed import rank
@@ -35,12 +36,15 @@ def retrieval_scores(model: Blip, rs: RetrievalSet, k_test: int = 256, batch_siz
     ids, mask = ids.to(device), mask.to(device)
     text_feats = torch.cat([m.text_embed(ids[s : s + 256], mask[s : s + 256]) for s in range(0, len(ids), 256)])
     embeds, image_feats = [], []
+    progress = Progress(len(rs.images), "encoding images")
     for s in range(0, len(rs.images), batch_size):
         pixels = torch.stack([model.transform(load_image(p)) for p in rs.images[s : s + batch_size]]).to(device)
         with model.autocast():
             e = m.encode_image(pixels)
             embeds.append(e)
             image_feats.append(m.image_embed(e).float())
+        progress.update(len(pixels))
+    progress.close()
     image_embeds, image_feats = torch.cat(embeds), torch.cat(image_feats)
     sims = image_feats @ text_feats.t()
 
