@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-length", type=positive_int, default=10)
     p.add_argument("--top", type=positive_int, help="with --answers: print this many best answers per image, with scores")
     p.add_argument("--mask-question-padding", action=argparse.BooleanOptionalAction, default=True,
-                   help="generation ignores the question's padding (default); --no-mask-question-padding attends "
+                   help="generation ignores the question's padding; --no-mask-question-padding attends "
                         "to it as the reference does")
     p.set_defaults(func=run)
 
