@@ -3,7 +3,8 @@ motions, and the per-stream seeds."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
