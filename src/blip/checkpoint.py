@@ -1,7 +1,8 @@
 """One checkpoint loader with a key map per format: reference .pth, transformers folders, and the project's own.
 
 Internal parameter names ARE the reference BLIP names, so the reference format needs no map; transformers renames
-only the vision tower (SPEC §5). Nothing is unpickled beyond tensors: safetensors, or torch.load(weights_only=True).
+only the vision tower (_VISION_NAMES below). Nothing is unpickled beyond tensors: safetensors, or
+torch.load(weights_only=True).
 """
 
 from __future__ import annotations

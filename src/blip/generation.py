@@ -97,7 +97,9 @@ def generate(
     return _sample_or_greedy(decoder, prompt, cross_kv, cross_mask, cfg, eos_id, pad_id, generator)
 
 
-def _sample_or_greedy(decoder, prompt, cross_kv, cross_mask, cfg, eos_id, pad_id, generator) -> Generated:
+def _sample_or_greedy(decoder: TextDecoder, prompt: torch.Tensor, cross_kv: list[LayerKV],
+                      cross_mask: torch.Tensor | None, cfg: GenerationConfig, eos_id: int, pad_id: int,
+                      generator: torch.Generator | None) -> Generated:
     """Greedy or nucleus decoding; finished rows are padded and stop counting."""
     n = cfg.num_return_sequences if cfg.strategy == "nucleus" else 1
     prompt = prompt.repeat_interleave(n, dim=0)
@@ -131,7 +133,8 @@ def _sample_or_greedy(decoder, prompt, cross_kv, cross_mask, cfg, eos_id, pad_id
     return Generated(seqs, logprob, num_tokens)
 
 
-def _beam_search(decoder, prompt, cross_kv, cross_mask, cfg, eos_id, pad_id) -> Generated:
+def _beam_search(decoder: TextDecoder, prompt: torch.Tensor, cross_kv: list[LayerKV], cross_mask: torch.Tensor | None,
+                 cfg: GenerationConfig, eos_id: int, pad_id: int) -> Generated:
     """Vectorised beam search keeping 2K candidates per step (so K live beams survive K end tokens)."""
     b, p = prompt.shape
     k = cfg.num_beams

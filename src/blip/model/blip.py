@@ -81,10 +81,6 @@ class BlipModel(nn.Module):
         states = self.text_encoder(ids, attention_mask, (image_embeds0, image_embeds1))
         return self.cls_head(states[:, 0])
 
-    def itc_temperature(self) -> torch.Tensor:
-        """The learnable ITC temperature, clamped to [0.001, 0.5] as in the reference."""
-        return self.temp.clamp(0.001, 0.5)
-
 
 def _bert_init(module: nn.Module, std: float) -> None:
     """BERT's initialisation (normal std, zero biases, unit LayerNorm): training from scratch diverges without it."""

@@ -39,10 +39,6 @@ class VisionConfig:
     # need more: at width 96, 0.02 leaves the [CLS] output almost the same for every input (tiny preset).
     init_std: float = 0.02
 
-    @property
-    def num_patches(self) -> int:
-        return (self.image_size // self.patch_size) ** 2
-
 
 @dataclass
 class TextConfig:
