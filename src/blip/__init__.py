@@ -8,12 +8,13 @@ from typing import Any
 from blip.api import Answer, Blip, Caption
 from blip.checkpoint import LoadReport, export_transformers, load_checkpoint, save_pretrained
 from blip.errors import BlipError, CheckpointError, ImageError
+from blip.index import Index, SearchHit
 from blip.model.blip import BlipModel
 from blip.model.config import BlipConfig, preset
 from blip.tokenizer import Tokenizer
 
 __all__ = ["Answer", "Blip", "BlipConfig", "BlipError", "BlipModel", "Caption", "CheckpointError", "ImageError",
-           "LoadReport", "Tokenizer", "export_transformers", "load", "preset", "save_pretrained"]
+           "Index", "LoadReport", "SearchHit", "Tokenizer", "export_transformers", "load", "preset", "save_pretrained"]
 
 BERT_VOCAB_REPO = "bert-base-uncased"
 
