@@ -12,18 +12,21 @@ from blip.errors import BlipError, CheckpointError, ImageError
 if TYPE_CHECKING:
     from blip.api import Answer, Blip, Caption
     from blip.checkpoint import LoadReport, export_transformers, load_checkpoint, save_pretrained
+    from blip.index import Index, SearchHit
     from blip.model.blip import BlipModel
     from blip.model.config import BlipConfig, preset
     from blip.tokenizer import Tokenizer
 
 __all__ = ["Answer", "Blip", "BlipConfig", "BlipError", "BlipModel", "Caption", "CheckpointError", "ImageError",
-           "LoadReport", "Tokenizer", "export_transformers", "load", "load_checkpoint", "preset", "save_pretrained"]
+           "Index", "LoadReport", "SearchHit", "Tokenizer", "export_transformers", "load", "load_checkpoint", "preset",
+           "save_pretrained"]
 
 # Imported on first use (PEP 562), so `blip --help` and argument errors answer before torch is loaded.
 _LAZY = {"Answer": "blip.api", "Blip": "blip.api", "Caption": "blip.api", "LoadReport": "blip.checkpoint",
          "export_transformers": "blip.checkpoint", "load_checkpoint": "blip.checkpoint",
          "save_pretrained": "blip.checkpoint", "BlipModel": "blip.model.blip", "BlipConfig": "blip.model.config",
-         "preset": "blip.model.config", "Tokenizer": "blip.tokenizer"}
+         "preset": "blip.model.config", "Tokenizer": "blip.tokenizer", "Index": "blip.index",
+         "SearchHit": "blip.index"}
 
 BERT_VOCAB_REPO = "bert-base-uncased"
 

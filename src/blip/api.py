@@ -6,7 +6,7 @@ import contextlib
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ from blip.images import ImageSource, load_image
 from blip.model.blip import BlipModel
 from blip.model.losses import lm_loss
 from blip.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from blip.index import Index
 
 
 @dataclass
@@ -265,6 +268,12 @@ class Blip:
                 raise BlipError("match needs a model with an ITM or ITC head (a retrieval or pretrained checkpoint)")
             results += [{k: float(v[i]) for k, v in row.items()} for i in range(len(ids))]
         return results
+
+    def index(self, sources: Sequence[str], out: str | os.PathLike, batch_size: int = 32, **options: Any) -> Index:
+        """Embed every image of sources (files, folders, list files, shards) into the index at out (incremental)."""
+        from blip.index import build_index
+
+        return build_index(self, sources, out, batch_size=batch_size, **options)
 
     @torch.no_grad()
     def caption(self, images: Images, prompt: str = "a picture of ", strategy: str = "beam",

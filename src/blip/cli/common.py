@@ -36,10 +36,10 @@ def _bounded_int(text: str, low: int) -> int:
     return value
 
 
-def add_model_args(p: argparse.ArgumentParser, batch_size: int = 8) -> None:
+def add_model_args(p: argparse.ArgumentParser, batch_size: int = 8, model_required: bool = True) -> None:
     """--model, --tokenizer, --device, --dtype, --batch-size, --image-size and --json."""
-    p.add_argument("--model", required=True, help="checkpoint: reference .pth, transformers folder or Hub id, "
-                                                   "or a folder written by `blip convert --to blip`")
+    p.add_argument("--model", required=model_required, help="checkpoint: reference .pth, transformers folder or "
+                                                             "Hub id, or a folder written by `blip convert --to blip`")
     p.add_argument("--tokenizer", help="vocab.txt or tokenizer.json, when the checkpoint has none")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
