@@ -29,7 +29,7 @@ from blip.model.config import preset
 from blip.tasks.capfilt import CapFiltConfig, run_capfilt
 from blip.tokenizer import Tokenizer
 
-WEB_IMAGES_IN_PAPER = 129_000_000  # the largest pretraining set of the paper (SPEC)
+WEB_IMAGES_IN_PAPER = 129_000_000  # the largest pretraining set of the BLIP paper (129M images)
 
 
 def bert_shaped_tokenizer() -> Tokenizer:

@@ -32,7 +32,7 @@ import torch
 
 # Special ids of the released BLIP vocabulary (bert-base-uncased + [DEC] + [ENC]).
 PAD, CLS, SEP, DEC, ENC = 0, 101, 102, 30522, 30523
-PROMPT_WORDS = [1037, 3861, 1997]  # "a picture of" (SPEC §5)
+PROMPT_WORDS = [1037, 3861, 1997]  # "a picture of" in bert-base-uncased ids (the reference prompt)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -29,7 +29,7 @@ from blip.data import CountingLoader, PairDataset, PairRecord, collate, train_tr
 from blip.data.synth import generate
 
 # GPU consumption assumptions (pairs/s per GPU) used to size the loader.
-A100_FP32_224 = 30.0  # SPEC: BLIP pretraining ran at about 30 pairs/s per A100 in fp32
+A100_FP32_224 = 30.0  # BLIP pretraining ran at about 30 pairs/s per A100 in fp32 (from the paper's training times)
 MODERN_BF16_224 = 400.0  # assumption: H100-class GPU, bf16, ViT-B pretraining at 224 (three losses, momentum model)
 MODERN_BF16_384 = 120.0  # assumption: same GPU fine-tuning at 384 (577 vs 197 tokens: roughly 3x the compute)
 

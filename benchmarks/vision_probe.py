@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,51 @@ def mean_auc(scores: torch.Tensor, y: torch.Tensor) -> float:
     return sum(aucs) / len(aucs)
 
 
+def load_world(synth: Path, images: int, seed: int) -> dict:
+    """Pixels (normalised), multi-hot labels, label groups and the train / held-out split of a synthetic world."""
+    if not (synth / "manifest.json").exists():
+        generate(synth, num_images=images, seed=seed, num_videos=0)
+    scenes = json.loads((synth / "scenes.json").read_text())
+    pixels = torch.stack([torch.from_numpy(np.asarray(Image.open(synth / "images" / f"{i:06d}.jpg").convert("RGB"),
+                                                      dtype=np.float32) / 255.0).permute(2, 0, 1)
+                          for i in range(len(scenes))])
+    pixels = (pixels - 0.45) / 0.27
+    y = torch.tensor([labels(s) for s in scenes])
+    groups = {"colour": slice(0, len(COLOURS)), "shape": slice(len(COLOURS), len(COLOURS) + len(SHAPES)),
+              "cell": slice(len(COLOURS) + len(SHAPES), y.shape[1])}
+    train, test = torch.arange(len(scenes) - 1000), torch.arange(len(scenes) - 1000, len(scenes))
+    return {"pixels": pixels, "y": y, "groups": groups, "train": train, "test": test}
+
+
+def train_probe(make: Callable[[], nn.Module], world: dict, steps: int, seed: int) -> tuple[dict[str, float], float]:
+    """Train a fresh body and linear head for `steps` steps; held-out AUC per label group, and training seconds."""
+    pixels, y, train, test = world["pixels"], world["y"], world["train"], world["test"]
+    torch.manual_seed(seed)
+    body = make()
+    head = nn.Linear(body.width, y.shape[1])
+    opt = torch.optim.AdamW([*body.parameters(), *head.parameters()], 1e-3, weight_decay=0.05)
+    gen = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    for _ in range(steps):
+        b = train[torch.randint(len(train), (48,), generator=gen)]
+        loss = nn.functional.binary_cross_entropy_with_logits(head(body(pixels[b])), y[b])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        scores = torch.cat([head(body(pixels[c])) for c in test.split(250)])
+    return {g: mean_auc(scores[:, s], y[test][:, s]) for g, s in world["groups"].items()}, seconds
+
+
+def print_table(rows: list[tuple[str, dict[str, float], float]], steps: int, size: int) -> None:
+    """The probe's figures as a markdown table."""
+    print(f"\n{steps} steps of batch 48, {size}-px images, held-out ROC AUC (0.5 = blind):")
+    print("| model | colours | shapes | occupied cells | train s |\n|---|---|---|---|---|")
+    for name, auc, seconds in rows:
+        print(f"| {name} | {auc['colour']:.3f} | {auc['shape']:.3f} | {auc['cell']:.3f} | {seconds:.0f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=500)
@@ -79,43 +125,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    synth = Path(args.out) / "synth"
-    if not (synth / "manifest.json").exists():
-        generate(synth, num_images=args.images, seed=args.seed, num_videos=0)
-    scenes = json.loads((synth / "scenes.json").read_text())
-    size = Image.open(synth / "images" / "000000.jpg").size[0]
-    pixels = torch.stack([torch.from_numpy(np.asarray(Image.open(synth / "images" / f"{i:06d}.jpg").convert("RGB"),
-                                                      dtype=np.float32) / 255.0).permute(2, 0, 1)
-                          for i in range(len(scenes))])
-    pixels = (pixels - 0.45) / 0.27
-    y = torch.tensor([labels(s) for s in scenes])
-    groups = {"colour": slice(0, len(COLOURS)), "shape": slice(len(COLOURS), len(COLOURS) + len(SHAPES)),
-              "cell": slice(len(COLOURS) + len(SHAPES), y.shape[1])}
-    train, test = torch.arange(len(scenes) - 1000), torch.arange(len(scenes) - 1000, len(scenes))
+    world = load_world(Path(args.out) / "synth", args.images, args.seed)
+    size = world["pixels"].shape[-1]
     models = {"ViT 16x16 patches": lambda: ViTProbe(size, 16), "ViT 8x8 patches": lambda: ViTProbe(size, 8),
               "CNN": SmallCNN}
-    rows = []
-    for name, make in models.items():
-        torch.manual_seed(args.seed)
-        body = make()
-        head = nn.Linear(body.width, y.shape[1])
-        opt = torch.optim.AdamW([*body.parameters(), *head.parameters()], 1e-3, weight_decay=0.05)
-        gen = torch.Generator().manual_seed(args.seed)
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            b = train[torch.randint(len(train), (48,), generator=gen)]
-            loss = nn.functional.binary_cross_entropy_with_logits(head(body(pixels[b])), y[b])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        seconds = time.perf_counter() - start
-        with torch.no_grad():
-            scores = torch.cat([head(body(pixels[c])) for c in test.split(250)])
-        rows.append((name, {g: mean_auc(scores[:, s], y[test][:, s]) for g, s in groups.items()}, seconds))
-    print(f"\n{args.steps} steps of batch 48, {size}-px images, held-out ROC AUC (0.5 = blind):")
-    print("| model | colours | shapes | occupied cells | train s |\n|---|---|---|---|---|")
-    for name, auc, seconds in rows:
-        print(f"| {name} | {auc['colour']:.3f} | {auc['shape']:.3f} | {auc['cell']:.3f} | {seconds:.0f} |")
+    rows = [(name, *train_probe(make, world, args.steps, args.seed)) for name, make in models.items()]
+    print_table(rows, args.steps, size)
 
 
 if __name__ == "__main__":

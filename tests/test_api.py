@@ -9,7 +9,7 @@ from PIL import Image
 
 import blip
 from blip.errors import BlipError
-from conftest import CLS, DEC, ENC, SEP
+from conftest import CLS, DEC, ENC, SEP, VOCAB
 
 
 def image(seed: int, size: int = 40) -> Image.Image:
@@ -38,12 +38,47 @@ def test_caption_text_and_confidence(hf_models):
         assert cap.itm is None  # a captioning checkpoint has no ITM head
 
 
+def hf_caption_logprob(hf, pixels: torch.Tensor, text: str, with_end: bool) -> float:
+    """transformers' log-probability of "a picture of " + text given one image, the end token included or not."""
+    # Word by word through the vocabulary: a sampled caption may hold special tokens such as [DEC].
+    ids = [DEC, 5, 6, 7] + [VOCAB.index(w) for w in text.split()] + ([SEP] if with_end else [])
+    with torch.no_grad():
+        image_embeds = hf.vision_model(pixel_values=pixels[None])[0]
+        logits = hf.text_decoder(input_ids=torch.tensor([ids]), encoder_hidden_states=image_embeds).logits
+    return float(logits[0, 3:-1].log_softmax(-1).gather(1, torch.tensor(ids[4:])[:, None]).sum())
+
+
 def test_nucleus_sampling_is_seeded_and_batched(hf_models):
-    model = blip.load(hf_models["caption"][1])
-    images = [image(0), image(1)]
+    hf, folder = hf_models["caption"]
+    model = blip.load(folder)
+    images = [image(0), image(1), image(2)]
+    pixels = model.pixels(images)
     a = model.caption(images, strategy="nucleus", num_captions=3, generator=torch.Generator().manual_seed(0))
     b = model.caption(images, strategy="nucleus", num_captions=3, generator=torch.Generator().manual_seed(0))
-    assert len(a) == 6 and [c.text for c in a] == [c.text for c in b]
+    assert len(a) == 9 and [c.text for c in a] == [c.text for c in b]
+    # Batched 3 images at once or one at a time, each caption (image-major, 3 per image) is scored against its own
+    # image: its confidence is transformers' log-probability of that caption given that image.
+    for batch_size in (3, 1):
+        caps = model.caption(images, strategy="nucleus", num_captions=3, batch_size=batch_size,
+                             generator=torch.Generator().manual_seed(1))
+        assert len(caps) == 9
+        for k, cap in enumerate(caps):
+            tokens = round(cap.logprob / cap.mean_logprob)  # generated tokens, the end token when it came
+            words = len(cap.text.split())
+            assert tokens in (words, words + 1)
+            want = hf_caption_logprob(hf, pixels[k // 3], cap.text, with_end=tokens == words + 1)
+            assert cap.logprob == pytest.approx(want, abs=1e-3), (batch_size, k, cap.text)
+    # With a vanishing top_p only the most likely token survives, so sampling is greedy decoding (same repetition
+    # penalty and min length) for any batch size, and equal to transformers' greedy search.
+    with torch.no_grad():
+        ref = hf.generate(pixel_values=pixels, input_ids=torch.tensor([[CLS, 5, 6, 7, SEP]] * 3), num_beams=1,
+                          do_sample=False, max_length=20, min_length=5, repetition_penalty=1.1)
+    want = [" ".join(model.tokenizer.tok.id_to_token(i) for i in row[4: row.index(SEP) if SEP in row else None])
+            for row in ref.tolist()]
+    for batch_size in (3, 2, 1):
+        got = model.caption(images, strategy="nucleus", top_p=1e-9, batch_size=batch_size,
+                            generator=torch.Generator().manual_seed(batch_size))
+        assert [c.text for c in got] == want
 
 
 def test_match_gives_itm_probability_and_itc_cosine(hf_models):

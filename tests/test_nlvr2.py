@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from blip.checkpoint import load_checkpoint
@@ -14,10 +15,11 @@ from test_trainer import ROOT, recipe
 
 def test_twin_branches_copied_from_pretrained_reduce_to_single_attention(hf_models, pixels):
     hf, folder = hf_models["retrieval"]
-    model, _, report = load_checkpoint(folder, task="nlvr2", allow_missing=NEW_PARAMETERS)
+    model, _, report = load_checkpoint(folder, task="nlvr2", allow_missing=NEW_PARAMETERS,
+                                       overrides={"nlvr_merge_from": 1})
     assert any("self0/self1" in d for d in report.defaulted)
     layers = model.text_encoder.encoder.layer
-    assert [hasattr(l.crossattention.output, "merge_layer") for l in layers] == [False, True]  # upper half merges
+    assert [hasattr(l.crossattention.output, "merge_layer") for l in layers] == [False, True]  # merges from 1
     with torch.no_grad():
         for layer in layers:  # merging two equal branches with [I/2, I/2] is their average
             if layer.crossattention.merge:
@@ -36,7 +38,8 @@ def test_twin_branches_copied_from_pretrained_reduce_to_single_attention(hf_mode
 
 def test_reference_nlvr2_names_round_trip(hf_models, tmp_path):
     _, folder = hf_models["retrieval"]
-    model, _, _ = load_checkpoint(folder, task="nlvr2", allow_missing=NEW_PARAMETERS)
+    model, _, _ = load_checkpoint(folder, task="nlvr2", allow_missing=NEW_PARAMETERS,
+                                  overrides={"nlvr_merge_from": 1})
     names = set(model.state_dict())
     # The reference nlvr_encoder's names: two query/key/value branches and two output denses per layer.
     for expected in ("text_encoder.encoder.layer.0.crossattention.self0.query.weight",
@@ -58,8 +61,24 @@ def test_finetune_and_evaluate_on_synthetic_world(tmp_path, synth_world):
     r["init"] = str(pretrained)
     r["data"] = [{"path": str(synth_world / "nlvr2/nlvr_train.json"), "image_root": str(synth_world)}]
     r["train"].update(out=str(tmp_path / "nlvr"), max_steps=2, batch_size=4, num_workers=0)
+    import json
+
     import blip
+    from blip.data.text import pre_caption
 
     model = blip.load(finetune_nlvr2(r))
-    metrics = evaluate_nlvr2(model, str(synth_world / "nlvr2/nlvr_dev.json"), str(synth_world))
-    assert 0 <= metrics["accuracy"] <= 100 and metrics["pairs"] > 0
+    start = blip.load(pretrained, task="nlvr2", allow_missing=NEW_PARAMETERS).model.state_dict()
+    assert any(not torch.equal(v, start[k]) for k, v in model.model.state_dict().items() if k.startswith("text_"))
+    dev = synth_world / "nlvr2/nlvr_dev.json"
+    metrics = evaluate_nlvr2(model, str(dev), str(synth_world))
+    # By hand, one statement at a time: the image pair through the ViT, the statement through the twin encoder,
+    # the head's argmax against the label.
+    records = json.loads(dev.read_text())
+    correct = 0
+    with torch.no_grad():
+        for rec in records:
+            embeds = model.model.encode_image(model.pixels([str(synth_world / p) for p in rec["images"]]))
+            ids, mask = model.tokenizer([pre_caption(rec["sentence"], 40)], max_length=40)
+            logits = model.model.nlvr_logits(embeds[:1], embeds[1:], ids, mask)
+            correct += int(logits.argmax(-1)) == (rec["label"] == "True")
+    assert metrics == {"accuracy": pytest.approx(100 * correct / len(records)), "pairs": len(records)}

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 import blip
 from blip.cli.common import load_recipe
+from blip.data import read_karpathy_eval
 from blip.model.config import preset
 from blip.tasks.pretrain import pretrain
-from blip.tasks.retrieval import evaluate_retrieval, finetune_retrieval
+from blip.tasks.retrieval import evaluate_retrieval, finetune_retrieval, retrieval_scores
 from blip.training.retrieval import BlipRetrievalTrain
 from test_trainer import ROOT, recipe
 
@@ -51,5 +53,20 @@ def test_finetune_and_evaluate_on_synthetic_world(tmp_path, synth_world):
     r["train"].update(out=str(tmp_path / "ret"), max_steps=2, batch_size=8, num_workers=0)
     model = blip.load(finetune_retrieval(r))
     assert set(model.cfg.parts) == {"text_encoder", "itc", "itm"}
-    metrics = evaluate_retrieval(model, str(synth_world / "coco_karpathy_test.json"), str(synth_world), k_test=4)
-    assert 0 <= metrics["r_mean"] <= 100
+    # The two steps trained the weights that were loaded from the pretrained model.
+    start = blip.load(pretrained, task="retrieval").model.state_dict()
+    assert any(not torch.equal(v, start[k]) for k, v in model.model.state_dict().items() if k.startswith("text_"))
+    test = str(synth_world / "coco_karpathy_test.json")
+    # k_test covers every candidate, so no score is left at the floor value, where ties would decide ranks.
+    metrics = evaluate_retrieval(model, test, str(synth_world), k_test=64)
+    # The recalls, from the fine-tuned model's scores, by hand: a query's rank is how many candidates score above
+    # its best correct one.
+    rs = read_karpathy_eval(test, image_root=str(synth_world))
+    i2t, t2i = retrieval_scores(model, rs, k_test=64, batch_size=3)
+    assert (i2t > -100).all() and (t2i > -100).all()
+    txt_ranks = [int((i2t[i] > i2t[i, texts].max()).sum()) for i, texts in enumerate(rs.img2txt)]
+    img_ranks = [int((t2i[t] > t2i[t, rs.txt2img[t]]).sum()) for t in range(len(rs.texts))]
+    for k in (1, 5, 10):
+        assert metrics[f"txt_r{k}"] == pytest.approx(100 * sum(r < k for r in txt_ranks) / len(txt_ranks))
+        assert metrics[f"img_r{k}"] == pytest.approx(100 * sum(r < k for r in img_ranks) / len(img_ranks))
+    assert metrics["r_mean"] == pytest.approx(sum(metrics[f"{m}_r{k}"] for m in ("txt", "img") for k in (1, 5, 10)) / 6)

@@ -98,18 +98,47 @@ def test_evaluate_reads_several_captions_per_video(hf_models, videos, tmp_path):
     assert set(got) >= {"txt_r1", "txt_r5", "txt_r10", "vid_r1", "vid_r5", "vid_r10", "vid_r_mean", "r_mean"}
 
 
+def hand_recalls(v2t: torch.Tensor, t2v: torch.Tensor, vid2txt: list[list[int]]) -> dict[str, float]:
+    """MSRVTT recalls from score matrices, written out: a query's rank is how many candidates score above its
+    best correct one; mdR is the median 1-based rank of each caption's video."""
+    txt2vid = {t: v for v, ts in enumerate(vid2txt) for t in ts}
+    txt_ranks = [int((v2t[v] > v2t[v, ts].max()).sum()) for v, ts in enumerate(vid2txt)]
+    vid_ranks = [int((t2v[t] > t2v[t, txt2vid[t]]).sum()) for t in range(t2v.shape[0])]
+    out = {}
+    for k in (1, 5, 10):
+        out[f"txt_r{k}"] = 100.0 * sum(r < k for r in txt_ranks) / len(txt_ranks)
+        out[f"vid_r{k}"] = 100.0 * sum(r < k for r in vid_ranks) / len(vid_ranks)
+    out["vid_mdR"] = float(np.median([r + 1 for r in vid_ranks]))
+    return out
+
+
 def test_synthetic_msrvtt_layout_evaluates(hf_models, tmp_path):
     from blip.data.synth import generate
 
-    generate(tmp_path, num_images=10, num_videos=10, size=32, workers=1)
+    generate(tmp_path, num_images=10, num_videos=15, size=32, workers=1)
     model = blip.load(hf_models["retrieval"][1])
-    # Two test videos (0 and 5) with five captions each: 10 texts, every recall at 10 is complete.
-    got = evaluate_video_retrieval(model, str(tmp_path / "msrvtt/videodatainfo.json"), str(tmp_path / "videos"),
-                                   num_frames=2, k_test=4)
-    assert got["txt_r10"] == 100.0 and got["vid_r10"] == 100.0 and 1 <= got["vid_mdR"] <= 2
-    one = evaluate_video_retrieval(model, str(tmp_path / "msrvtt/msrvtt_test.jsonl"), str(tmp_path / "videos"),
-                                   split=None, num_frames=2, k_test=2)
-    assert one["txt_r5"] == 100.0
+    root = str(tmp_path / "videos")
+    # The test split, read straight from the official layout: videos 0, 5 and 10 with five captions each.
+    info = json.loads((tmp_path / "msrvtt/videodatainfo.json").read_text())
+    test = [v["video_id"] for v in info["videos"] if v["split"] == "test"]
+    assert len(test) == 3
+    captions = {v: [s["caption"] for s in info["sentences"] if s["video_id"] == v] for v in test}
+    texts = [c for v in test for c in captions[v]]
+    vid2txt = [list(range(5 * i, 5 * i + 5)) for i in range(3)]
+    got = evaluate_video_retrieval(model, str(tmp_path / "msrvtt/videodatainfo.json"), root, num_frames=2, k_test=15)
+    v2t, t2v = video_retrieval_scores(model, [f"{root}/{v}.mp4" for v in test], texts, num_frames=2, k_test=15)
+    want = hand_recalls(v2t, t2v, vid2txt)
+    assert {k: got[k] for k in want} == pytest.approx(want)
+    # With three videos a text's video is not always first: recall at 1 is a real measurement here.
+    assert 0 < want["vid_r1"] < 100
+    assert got["r_mean"] == pytest.approx(sum(want[k] for k in want if k != "vid_mdR") / 6)
+    # BLIP's JSONL layout: one caption per test video; k_test = 2 leaves the third candidate at the floor score.
+    one = evaluate_video_retrieval(model, str(tmp_path / "msrvtt/msrvtt_test.jsonl"), root, split=None,
+                                   num_frames=2, k_test=2)
+    firsts = [captions[v][0] for v in test]
+    v2t, t2v = video_retrieval_scores(model, [f"{root}/{v}.mp4" for v in test], firsts, num_frames=2, k_test=2)
+    want = hand_recalls(v2t, t2v, [[0], [1], [2]])
+    assert {k: one[k] for k in want} == pytest.approx(want)
 
 
 def test_video_qa_with_one_frame_equals_ask(hf_models, videos):

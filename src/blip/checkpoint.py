@@ -1,13 +1,15 @@
 """One checkpoint loader with a key map per format: reference .pth, transformers folders, and the project's own.
 
 Internal parameter names ARE the reference BLIP names, so the reference format needs no map; transformers renames
-only the vision tower (SPEC §5). Nothing is unpickled beyond tensors: safetensors, or torch.load(weights_only=True).
+only the vision tower (_VISION_NAMES below). Nothing is unpickled beyond tensors: safetensors, or
+torch.load(weights_only=True).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -74,6 +76,7 @@ class LoadReport:
     ignored: list[str] = field(default_factory=list)
     defaulted: list[str] = field(default_factory=list)
     allowed_missing: list[str] = field(default_factory=list)
+    carried: list[str] = field(default_factory=list)  # training state (momentum encoders, queues) a fine-tune kept
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -97,7 +100,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             sd = sd[wrapper]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{path}: does not hold a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in sd.items()}
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    if sd and all(k.startswith("model.") for k in sd):  # a fine-tuning run's checkpoint: its loss module wraps the model
+        sd = {k.removeprefix("model."): v for k, v in sd.items()}
+    return sd
 
 
 def from_transformers_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -154,7 +160,15 @@ def infer_config(sd: dict[str, torch.Tensor]) -> BlipConfig:
     embed_dim = sd["vision_proj.weight"].shape[0] if "vision_proj.weight" in sd else 256
     nlvr = "cls_head.0.weight" in sd
     return BlipConfig(vision=vision, text=text, embed_dim=embed_dim, parts=tuple(parts), decoder_input=decoder_input,
-                      nlvr=nlvr)
+                      nlvr=nlvr, nlvr_merge_from=nlvr_merge_from(sd, text.layers) or 6)
+
+
+def nlvr_merge_from(sd: dict[str, torch.Tensor], layers: int) -> int | None:
+    """First NLVR2 merge layer of a twin-branch checkpoint (its layer count when none merges); None if not twin."""
+    if not any(".crossattention.self0." in k for k in sd):
+        return None
+    pattern = re.compile(r"^text_encoder\.encoder\.layer\.(\d+)\.crossattention\.output\.merge_layer\.")
+    return min((int(m.group(1)) for k in sd if (m := pattern.match(k))), default=layers)
 
 
 def _has_part(sd: dict[str, torch.Tensor], part: str) -> bool:
@@ -333,6 +347,9 @@ def load_checkpoint(
         else:
             fmt = "reference"
         inferred = infer_config(sd)
+        run_tokenizer = path.parent / "tokenizer"  # a trainer's checkpoint-*.pt: the run keeps its tokenizer there
+        if path.name.startswith("checkpoint-") and run_tokenizer.is_dir():
+            tok = Tokenizer.from_pretrained(run_tokenizer)
     cfg = config or inferred
     if task is not None:
         if task not in TASK_PARTS:
@@ -340,6 +357,9 @@ def load_checkpoint(
         cfg = for_task(cfg, task)
     if image_size is not None:
         cfg = cfg.replace(**{"vision.image_size": image_size})
+    merge_from = nlvr_merge_from(sd, cfg.text.layers) if cfg.nlvr else None
+    if merge_from is not None:  # the weights say where merging starts, whatever a saved config says
+        cfg = cfg.replace(nlvr_merge_from=merge_from)
     if overrides:
         cfg = cfg.replace(**overrides)
     if tokenizer is not None:
@@ -350,6 +370,34 @@ def load_checkpoint(
                              "text.dec_id": tok.dec_id, "text.enc_id": tok.enc_id})
     model, report = build_and_load(cfg, sd, fmt, allow_missing)
     return model, tok, report
+
+
+def carry_training_state(module: torch.nn.Module, source: str | Path, report: LoadReport | None = None) -> list[str]:
+    """Load into a training module the checkpoint's momentum encoders, queues and pointers of matching name and shape.
+
+    The reference's load_checkpoint loads every matching key with strict=False, so a fine-tune starts from the
+    pretrained momentum encoders and (where the queue sizes agree) its feature queues; what the checkpoint lacks
+    keeps the module's own initialisation. Returns (and adds to `report.carried`) the names loaded.
+    """
+    path = _resolve(source)
+    if path.is_dir():
+        weights = next((path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()), None)
+        if weights is None:
+            raise CheckpointError(f"{path}: folder has no model.safetensors or pytorch_model.bin")
+        path = weights
+    own = module.state_dict()
+    carried = []
+    for name, tensor in read_state_dict(path).items():
+        if name not in own or not _TRAINING_ONLY.search(name) or name.endswith(".position_ids"):
+            continue
+        if name.endswith("_m.pos_embed"):  # resampled like the online encoder's (the reference does both)
+            tensor = resample_pos_embed(tensor, module.cfg.vision.image_size, module.cfg.vision.patch_size)
+        if tensor.shape == own[name].shape:
+            own[name].copy_(tensor)
+            carried.append(name)
+    if report is not None:
+        report.carried += carried
+    return carried
 
 
 def _dedupe(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -368,13 +416,21 @@ def _dedupe(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _save_tensors(sd: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors' save_file, with the permissions every other output gets (it writes 0600 whatever the umask)."""
+    save_file(_dedupe(sd), str(path), metadata={"format": "pt"})
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
+
+
 def save_pretrained(model: BlipModel, tokenizer: Tokenizer | None, folder: str | Path) -> None:
     """Write the project's own format: config.json, model.safetensors and the tokenizer."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps({"format": OWN_FORMAT, "version": 1,
                                                     "config": model.cfg.to_dict()}, indent=2))
-    save_file(_dedupe(model.state_dict()), str(folder / "model.safetensors"), metadata={"format": "pt"})
+    _save_tensors(model.state_dict(), folder / "model.safetensors")
     if tokenizer is not None:
         tokenizer.save(folder)
 
@@ -418,7 +474,7 @@ def export_transformers(model: BlipModel, tokenizer: Tokenizer | None, folder: s
         },
     }
     (folder / "config.json").write_text(json.dumps(hf, indent=2))
-    save_file(_dedupe(sd), str(folder / "model.safetensors"), metadata={"format": "pt"})
+    _save_tensors(sd, folder / "model.safetensors")
     if tokenizer is not None:
         tokenizer.save(folder)
         (folder / "tokenizer_config.json").write_text(json.dumps(

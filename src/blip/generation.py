@@ -25,6 +25,7 @@ class GenerationConfig:
     max_length: int = 20
     min_length: int = 5
     top_p: float = 0.9
+    top_k: int = 50  # nucleus sampling keeps the top_k tokens first, as transformers 4.15's default warper; 0 = off
     repetition_penalty: float = 1.0
     length_penalty: float = 1.0
     num_return_sequences: int = 1
@@ -48,6 +49,7 @@ class Generated:
     sequences: torch.Tensor
     logprob: torch.Tensor
     num_tokens: torch.Tensor  # generated tokens counted in logprob (end token included)
+    score: torch.Tensor | None = None  # beam search: the length-normalised score the hypotheses were ranked by
 
 
 def _process(scores: torch.Tensor, seqs: torch.Tensor, length: int, cfg: GenerationConfig, eos_id: int) -> torch.Tensor:
@@ -59,6 +61,14 @@ def _process(scores: torch.Tensor, seqs: torch.Tensor, length: int, cfg: Generat
     if length < cfg.min_length or cfg.suppress_eos:
         scores[:, eos_id] = float("-inf")
     return scores
+
+
+def _top_k(logits: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Keep the top_k highest logits (ties with the k-th kept too); top_k <= 0 keeps everything."""
+    if top_k <= 0 or top_k >= logits.shape[-1]:
+        return logits
+    kth = logits.topk(top_k, dim=-1).values[:, -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
 
 
 def _top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -87,7 +97,9 @@ def generate(
     return _sample_or_greedy(decoder, prompt, cross_kv, cross_mask, cfg, eos_id, pad_id, generator)
 
 
-def _sample_or_greedy(decoder, prompt, cross_kv, cross_mask, cfg, eos_id, pad_id, generator) -> Generated:
+def _sample_or_greedy(decoder: TextDecoder, prompt: torch.Tensor, cross_kv: list[LayerKV],
+                      cross_mask: torch.Tensor | None, cfg: GenerationConfig, eos_id: int, pad_id: int,
+                      generator: torch.Generator | None) -> Generated:
     """Greedy or nucleus decoding; finished rows are padded and stop counting."""
     n = cfg.num_return_sequences if cfg.strategy == "nucleus" else 1
     prompt = prompt.repeat_interleave(n, dim=0)
@@ -106,7 +118,8 @@ def _sample_or_greedy(decoder, prompt, cross_kv, cross_mask, cfg, eos_id, pad_id
         if cfg.strategy == "greedy":
             token = scores.argmax(dim=-1)
         else:
-            probs = _top_p(scores, cfg.top_p).softmax(dim=-1)
+            # transformers 4.15 sample(): processors (above), then the top-k warper, then top-p.
+            probs = _top_p(_top_k(scores, cfg.top_k), cfg.top_p).softmax(dim=-1)
             token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         token = torch.where(done, torch.full_like(token, pad_id), token)
         logprob += torch.where(done, 0.0, token_logprobs.gather(1, token[:, None]).squeeze(1))
@@ -120,7 +133,8 @@ def _sample_or_greedy(decoder, prompt, cross_kv, cross_mask, cfg, eos_id, pad_id
     return Generated(seqs, logprob, num_tokens)
 
 
-def _beam_search(decoder, prompt, cross_kv, cross_mask, cfg, eos_id, pad_id) -> Generated:
+def _beam_search(decoder: TextDecoder, prompt: torch.Tensor, cross_kv: list[LayerKV], cross_mask: torch.Tensor | None,
+                 cfg: GenerationConfig, eos_id: int, pad_id: int) -> Generated:
     """Vectorised beam search keeping 2K candidates per step (so K live beams survive K end tokens)."""
     b, p = prompt.shape
     k = cfg.num_beams
@@ -139,11 +153,9 @@ def _beam_search(decoder, prompt, cross_kv, cross_mask, cfg, eos_id, pad_id) -> 
     running_scores = torch.full((b, k), NEG, device=device)
     running_scores[:, 0] = 0.0  # only the first beam's continuations are real at the start
     running_raw = torch.zeros(b, k, device=device)
-    finished = running.clone()
-    finished_scores = torch.full((b, k), NEG, device=device)
-    finished_raw = torch.zeros(b, k, device=device)
-    finished_len = torch.zeros(b, k, dtype=torch.long, device=device)
-    is_finished = torch.zeros(b, k, dtype=torch.bool, device=device)
+    # The K best finished hypotheses per source: (scores, sequences, summed log-probs, lengths, real or empty).
+    state = (torch.full((b, k), NEG, device=device), running.clone(), torch.zeros(b, k, device=device),
+             torch.zeros(b, k, dtype=torch.long, device=device), torch.zeros(b, k, dtype=torch.bool, device=device))
     open_batch = torch.ones(b, dtype=torch.bool, device=device)
     vocab = logits.shape[-1]
     top_k_mask = torch.arange(2 * k, device=device) < k
@@ -160,34 +172,16 @@ def _beam_search(decoder, prompt, cross_kv, cross_mask, cfg, eos_id, pad_id) -> 
         ends = cand_token == eos_id
         last_step = length + 1 >= max_len
 
-        # Candidates that finish now: an end token among the top K, or (at the length limit) every candidate
-        # that is kept: the top K for transformers, the K best live ones for the reference scorer.
-        if last_step and not reference:
-            finishing = top_k_mask.expand(b, -1).clone()
-        elif last_step:
-            live_rank = torch.where(ends, NEG, cand_scores).argsort(dim=-1, descending=True).argsort(dim=-1)
-            finishing = (ends & top_k_mask) | (~ends & (live_rank < k))
-        else:
-            finishing = ends & top_k_mask
+        # Candidates that finish now: an end token among the top K, or (transformers, at the length limit) all top K.
+        finishing = top_k_mask.expand(b, -1) if last_step and not reference else ends & top_k_mask
         if reference:
             # transformers 4.15: the hypothesis excludes the end token; a length-capped one is the full max_len.
             norm_len = torch.where(ends, length, length + 1).float()
         else:
             norm_len = torch.full_like(cand_scores, length + 1 - p)
-        normed = cand_scores / norm_len ** cfg.length_penalty
-        normed = torch.where(finishing & open_batch[:, None], normed, NEG)
+        state = _keep_best(state, cand_scores / norm_len ** cfg.length_penalty, cand_seqs, cand_raw,
+                           length + 1 - p, finishing & open_batch[:, None])
 
-        merged = torch.cat([finished_scores, normed], dim=1)
-        best = merged.topk(k, dim=-1).indices
-        finished_scores = merged.gather(1, best)
-        finished = torch.cat([finished, cand_seqs], dim=1).gather(1, best[:, :, None].expand(-1, -1, max_len))
-        finished_raw = torch.cat([finished_raw, cand_raw], dim=1).gather(1, best)
-        cand_len = torch.full_like(cand, length + 1 - p)
-        finished_len = torch.cat([finished_len, cand_len], dim=1).gather(1, best)
-        is_finished = torch.cat([is_finished, finishing & open_batch[:, None]], dim=1).gather(1, best)
-
-        if last_step:
-            break
         # The K best candidates that did not end continue.
         live = torch.where(ends, NEG, cand_scores).topk(k, dim=-1).indices
         running_scores = cand_scores.gather(1, live)
@@ -195,6 +189,7 @@ def _beam_search(decoder, prompt, cross_kv, cross_mask, cfg, eos_id, pad_id) -> 
         running_raw = cand_raw.gather(1, live)
 
         # Stop a source once its K finished hypotheses cannot be beaten (early_stopping=False heuristics).
+        finished_scores, is_finished = state[0], state[4]
         worst = torch.where(is_finished.all(dim=1), finished_scores.min(dim=1).values, NEG)
         if reference:
             best_possible = cand_scores.max(dim=1).values / float(length) ** cfg.length_penalty
@@ -202,6 +197,14 @@ def _beam_search(decoder, prompt, cross_kv, cross_mask, cfg, eos_id, pad_id) -> 
         else:
             best_possible = running_scores[:, 0] / float(length + 1 - p) ** cfg.length_penalty
             open_batch &= best_possible > worst
+        if last_step:
+            if reference:
+                # 4.15's finalize(): only sources not done (the test above included this last step) add their
+                # length-capped running beams.
+                capped = running_scores / float(length + 1) ** cfg.length_penalty
+                state = _keep_best(state, capped, running, running_raw, length + 1 - p,
+                                   open_batch[:, None].expand(-1, k))
+            break
         if not bool(open_batch.any()):
             break
         rows = (cand_beam.gather(1, live) + torch.arange(b, device=device)[:, None] * k).view(-1)
@@ -209,9 +212,25 @@ def _beam_search(decoder, prompt, cross_kv, cross_mask, cfg, eos_id, pad_id) -> 
         step = running[:, :, length : length + 1].reshape(b * k, 1)
         logits = decoder(step, image_mask=cross_mask, cross_kv=cross_kv, cache=cache, last_only=True).float()
 
+    finished_scores, finished, finished_raw, finished_len, _ = state
     n = cfg.num_return_sequences
     order = finished_scores.argsort(dim=1, descending=True)[:, :n]
     seqs = finished.gather(1, order[:, :, None].expand(-1, -1, max_len)).view(b * n, max_len)
     lengths = finished_len.gather(1, order).view(-1)
     width = int(lengths.max()) + p
-    return Generated(seqs[:, :width], finished_raw.gather(1, order).view(-1), lengths)
+    return Generated(seqs[:, :width], finished_raw.gather(1, order).view(-1), lengths,
+                     finished_scores.gather(1, order).view(-1))
+
+
+def _keep_best(state: tuple, scores: torch.Tensor, seqs: torch.Tensor, raw: torch.Tensor, num_tokens: int,
+               adding: torch.Tensor) -> tuple:
+    """Merge the candidates flagged in `adding` into the K best finished hypotheses of each source."""
+    finished_scores, finished, finished_raw, finished_len, is_finished = state
+    k, max_len = finished_scores.shape[1], finished.shape[2]
+    merged = torch.cat([finished_scores, torch.where(adding, scores, NEG)], dim=1)
+    best = merged.topk(k, dim=-1).indices
+    return (merged.gather(1, best),
+            torch.cat([finished, seqs], dim=1).gather(1, best[:, :, None].expand(-1, -1, max_len)),
+            torch.cat([finished_raw, raw], dim=1).gather(1, best),
+            torch.cat([finished_len, torch.full_like(raw, num_tokens, dtype=torch.long)], dim=1).gather(1, best),
+            torch.cat([is_finished, adding], dim=1).gather(1, best))

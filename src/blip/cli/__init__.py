@@ -10,12 +10,43 @@ import sys
 from blip.errors import BlipError
 
 # Each module defines add_parser(subparsers) and sets `func` on its parser; the func returns an exit code.
-COMMANDS = ("caption", "ask", "match", "convert", "data", "pretrain", "finetune", "evaluate", "capfilt", "chain", "demo")
+COMMANDS = ("caption", "ask", "match", "convert", "data", "pretrain", "finetune", "evaluate", "capfilt", "chain", "demo",
+            "nlvr", "index", "search")
+
+
+def _has_default(action: argparse.Action) -> bool:
+    """Whether the option has a default worth showing (not None, an off switch, empty or suppressed)."""
+    d = action.default
+    return not (d is None or d is False or d is argparse.SUPPRESS or (isinstance(d, (list, str)) and not d))
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, unless there is none or its help already states it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not _has_default(action) or "default" in text.lower():
+            return text
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """The parser of `blip` and of every sub-command (sub-parsers are built from the parent's class)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+    def _add_action(self, action: argparse.Action) -> argparse.Action:
+        # An option without help text would hide its default: give it a line that shows it.
+        if action.help is None and action.option_strings and _has_default(action):
+            action.help = "default: %(default)s"
+        return super()._add_action(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, with every sub-command registered."""
-    parser = argparse.ArgumentParser(prog="blip", description="BLIP: caption, ask, match, train and bootstrap.")
+    parser = _Parser(prog="blip", description="BLIP: caption, ask, match, train and bootstrap.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -50,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _leave_process_group() -> None:
     """Under torchrun: wait for every rank, then close the group, so no rank tears it down under another."""
+    if "torch" not in sys.modules:  # a command that never needed torch has no group to close
+        return
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

@@ -22,6 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample", action="store_true", help="nucleus sampling instead of beam search")
     p.add_argument("--beams", type=int, default=3, help="beam width (default 3)")
     p.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass (default 0.9)")
+    p.add_argument("--top-k", type=int, default=50, help="sampling keeps the k likeliest tokens before top-p "
+                                                         "(reference: 50; 0 = off)")
     p.add_argument("--max-length", type=int, default=20, help="tokens, prompt included (reference: 20)")
     p.add_argument("--min-length", type=int, default=5, help="tokens, prompt included (reference: 5)")
     p.add_argument("--repetition-penalty", type=float, help="default 1.0 for beams, 1.1 for sampling")
@@ -52,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
 
     job = CaptionJob(sources=args.images, out=args.out, sidecar=args.sidecar, prefix=args.prefix, suffix=args.suffix,
                      skip_existing=args.skip_existing, image_root=args.image_root, prompt=args.prompt,
-                     sample=args.sample, beams=args.beams, top_p=args.top_p, max_length=args.max_length,
-                     min_length=args.min_length, repetition_penalty=args.repetition_penalty,
+                     sample=args.sample, beams=args.beams, top_p=args.top_p, top_k=args.top_k,
+                     max_length=args.max_length, min_length=args.min_length, repetition_penalty=args.repetition_penalty,
                      num_captions=args.num_captions, rerank=args.rerank, seed=args.seed, batch_size=args.batch_size,
                      workers=args.workers, unit_size=args.unit_size, progress_every=args.progress_every)
     job.validate()  # one-line errors before the model is loaded

@@ -16,16 +16,36 @@ from blip.images import load_image
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
-def add_model_args(p: argparse.ArgumentParser, batch_size: int = 8) -> None:
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (batch sizes, beams, lengths, counts)."""
+    return _bounded_int(text, 1)
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: a whole number of at least 0 (seeds, workers)."""
+    return _bounded_int(text, 0)
+
+
+def _bounded_int(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+    return value
+
+
+def add_model_args(p: argparse.ArgumentParser, batch_size: int = 8, model_required: bool = True) -> None:
     """--model, --tokenizer, --device, --dtype, --batch-size, --image-size and --json."""
-    p.add_argument("--model", required=True, help="checkpoint: reference .pth, transformers folder or Hub id, "
-                                                   "or a folder written by `blip convert --to blip`")
+    p.add_argument("--model", required=model_required, help="checkpoint: reference .pth, transformers folder or "
+                                                             "Hub id, or a folder written by `blip convert --to blip`")
     p.add_argument("--tokenizer", help="vocab.txt or tokenizer.json, when the checkpoint has none")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
                    help="default: bfloat16 on cuda, float32 on cpu")
-    p.add_argument("--image-size", type=int, help="resample position embeddings to this input size")
-    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--image-size", type=positive_int, help="resample position embeddings to this input size")
+    p.add_argument("--batch-size", type=positive_int, default=batch_size)
     p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
 
 
@@ -115,10 +135,25 @@ def load_recipe(path: str, sets: list[str]) -> dict:
             raise BlipError(f"--set {item!r}: expected KEY=VALUE")
         node = recipe
         *parents, leaf = key.split(".")
+        if "overrides" in parents:  # model config overrides are keyed by dotted field names: {vision.depth: 3}
+            cut = parents.index("overrides") + 1
+            parents, leaf = parents[:cut], ".".join(parents[cut:] + [leaf])
         try:
             for name in parents:  # list items by index: data.0.path=...
                 node = node[int(name)] if isinstance(node, list) else node.setdefault(name, {})
-            node[int(leaf) if isinstance(node, list) else leaf] = yaml.safe_load(value)
-        except (IndexError, ValueError, TypeError):
+            place = int(leaf) if isinstance(node, list) else leaf
+            new = yaml.safe_load(value)
+            old = node[place] if isinstance(node, list) else node.get(place)
+            # A map given for a map is merged into it: `--set model.overrides={text.layers: 2}` keeps the others.
+            node[place] = _merged(old, new) if isinstance(old, dict) and isinstance(new, dict) else new
+        except (IndexError, ValueError, TypeError, AttributeError):
             raise BlipError(f"--set {item!r}: no such place in the recipe") from None
     return recipe
+
+
+def _merged(old: dict, new: dict) -> dict:
+    """`old` with `new`'s entries put in, maps inside maps merged the same way."""
+    out = dict(old)
+    for k, v in new.items():
+        out[k] = _merged(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else v
+    return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from blip.checkpoint import export_transformers, load_checkpoint, save_pretrained
+from blip.cli.common import positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,11 +16,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", choices=["caption", "retrieval", "vqa", "pretrain"],
                    help="keep only this task's parts (required to export a pretraining checkpoint to transformers)")
     p.add_argument("--tokenizer", help="vocab.txt or tokenizer.json to bundle, when the checkpoint has none")
-    p.add_argument("--image-size", type=int, help="resample position embeddings to this input size")
+    p.add_argument("--image-size", type=positive_int, help="resample position embeddings to this input size")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from blip.checkpoint import export_transformers, load_checkpoint, save_pretrained
+
     model, tok, report = load_checkpoint(args.source, task=args.task, image_size=args.image_size,
                                          tokenizer=args.tokenizer)
     if args.to == "blip":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from blip.cli.common import open_model
+from blip.cli.common import open_model, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,20 +19,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True, help="annotation file (Karpathy val/test, NLVR2 split, MSRVTT, MSRVTT-QA)")
     p.add_argument("--image-root", default="", help="folder the annotation's image or video paths are relative to")
-    p.add_argument("--k-test", type=int, help="candidates re-scored: retrieval by ITM (default 256), VQA answers by "
+    p.add_argument("--k-test", type=positive_int, help="candidates re-scored: retrieval by ITM (default 256), VQA answers by "
                                                "full likelihood (default 128)")
     p.add_argument("--answer-list", help="vqa: rank this answer list (JSON list) instead of generating; video-qa: "
                                           "rank it instead of the annotation's answers")
-    p.add_argument("--num-frames", type=int, default=8, help="video: frames sampled uniformly per video")
+    p.add_argument("--num-frames", type=positive_int, default=8, help="video: frames sampled uniformly per video")
     p.add_argument("--split", default="test", help="video: split of an official MSRVTT videodatainfo.json")
     p.add_argument("--no-meteor", action="store_true", help="captioning: skip METEOR (slow, needs Java)")
     p.add_argument("--out", help="caption / vqa / video-qa: write the results (COCO results / VQA submission "
                                   "format) here")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"])
-    p.add_argument("--image-size", type=int)
+    p.add_argument("--image-size", type=positive_int)
     p.add_argument("--tokenizer")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.set_defaults(func=run)
 
 

@@ -268,10 +268,16 @@ def read_vqa_official(questions_path: str | os.PathLike, annotations_path: str |
 
 
 def read_answer_list(path: str | os.PathLike) -> list[str]:
-    """The candidate answer list for ranking (a JSON list of strings)."""
-    answers = _load_json_list(path)
-    if not all(isinstance(a, str) for a in answers):
-        raise DataError("bad_json", f"{path}: the answer list must hold strings only")
+    """The candidate answer list for ranking: a JSON list of strings, or a text file of one answer a line."""
+    text = _read_text(path)
+    if text.lstrip().startswith("["):  # an answer cannot start with "[", so this is meant as JSON
+        answers = _load_json_list(path)
+        if not all(isinstance(a, str) for a in answers):
+            raise DataError("bad_json", f"{path}: the answer list must hold strings only")
+    else:
+        answers = [line.strip() for line in text.splitlines() if line.strip()]
+    if not answers:
+        raise DataError("empty_text", f"{path}: the answer list is empty")
     return answers
 
 

@@ -76,8 +76,10 @@ def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: int = 8) ->
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if codec == "libx264":
-            # A single encoder thread keeps the output bytes identical from run to run.
-            stream.options = {"crf": "18", "preset": "veryfast", "threads": "1"}
+            # One encoder thread and x264's plain C code keep the bytes identical from run to run: with its
+            # AVX-512 routines (on by default where the CPU has them) the same frames encode differently in
+            # about one video in three from one process to the next (tests/test_synth_determinism.py).
+            stream.options = {"crf": "18", "preset": "veryfast", "threads": "1", "x264-params": "asm=0"}
         stream.thread_count = 1
         for arr in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):

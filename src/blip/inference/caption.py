@@ -50,6 +50,7 @@ class CaptionJob:
     sample: bool = False
     beams: int = 3
     top_p: float = 0.9
+    top_k: int = 50  # the reference's sampler keeps the 50 likeliest tokens before top-p; 0 = off
     max_length: int = 20
     min_length: int = 5
     repetition_penalty: float | None = None
@@ -72,6 +73,7 @@ class CaptionJob:
                   (self.sample or self.num_captions == 1,
                    "--num-captions above 1 needs --sample (beam search gives one caption per image)"),
                   (0.0 < self.top_p <= 1.0, "--top-p must be in (0, 1]"),
+                  (self.top_k >= 0, "--top-k must be 0 (off) or more"),
                   (self.workers >= 0, "--workers must be 0 or more"),
                   (self.unit_size >= 1, "--unit-size must be at least 1"),
                   (self.repetition_penalty is None or self.repetition_penalty > 0,
@@ -112,8 +114,8 @@ class Captioner:
         out = []
         for pix, key in zip(pixels, keys):
             generator = torch.Generator(device=self.model.device).manual_seed(_image_seed(job.seed, key))
-            out.append(self.model.caption([pix], strategy="nucleus", top_p=job.top_p, num_captions=job.num_captions,
-                                          generator=generator, **kw))
+            out.append(self.model.caption([pix], strategy="nucleus", top_p=job.top_p, top_k=job.top_k,
+                                          num_captions=job.num_captions, generator=generator, **kw))
         return out
 
     def records(self, batch: Batch) -> list[tuple[int, dict[str, Any]]]:

@@ -22,7 +22,8 @@ class BlipModel(nn.Module):
         width, hidden = cfg.vision.width, cfg.text.hidden
         self.visual_encoder = VisionEncoder(cfg.vision)
         if "text_encoder" in cfg.parts:
-            self.text_encoder = TextTransformer(cfg.text, encoder_width=width, twin=cfg.nlvr)
+            self.text_encoder = TextTransformer(cfg.text, encoder_width=width, twin=cfg.nlvr,
+                                                merge_from=cfg.nlvr_merge_from)
         if "text_decoder" in cfg.parts:
             # The VQA answer decoder reads the question encoder's states, which are text-wide (reference BLIP_VQA).
             reads = hidden if cfg.decoder_input == "question" else width
@@ -79,10 +80,6 @@ class BlipModel(nn.Module):
         ids[:, 0] = self.cfg.text.enc_id
         states = self.text_encoder(ids, attention_mask, (image_embeds0, image_embeds1))
         return self.cls_head(states[:, 0])
-
-    def itc_temperature(self) -> torch.Tensor:
-        """The learnable ITC temperature, clamped to [0.001, 0.5] as in the reference."""
-        return self.temp.clamp(0.001, 0.5)
 
 
 def _bert_init(module: nn.Module, std: float) -> None:

@@ -39,10 +39,6 @@ class VisionConfig:
     # need more: at width 96, 0.02 leaves the [CLS] output almost the same for every input (tiny preset).
     init_std: float = 0.02
 
-    @property
-    def num_patches(self) -> int:
-        return (self.image_size // self.patch_size) ** 2
-
 
 @dataclass
 class TextConfig:
@@ -77,6 +73,9 @@ class BlipConfig:
     decoder_input: str = "image"
     # NLVR2: the encoder cross-attends to two images through twin branches, and a cls_head classifies [ENC].
     nlvr: bool = False
+    # NLVR2 text layers from this index on concatenate the two branches through merge_layer; lower ones average
+    # them. The reference hard-codes 6, whatever the depth (a checkpoint's merge_layer keys say where it starts).
+    nlvr_merge_from: int = 6
     label_smoothing: float = 0.1
 
     def __post_init__(self) -> None:

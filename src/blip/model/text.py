@@ -191,14 +191,14 @@ class Embeddings(nn.Module):
 class TextTransformer(nn.Module):
     """One BERT used three ways: no image (unimodal), image + bidirectional (encoder), image + causal (decoder)."""
 
-    def __init__(self, cfg: TextConfig, encoder_width: int | None, twin: bool = False):
+    def __init__(self, cfg: TextConfig, encoder_width: int | None, twin: bool = False, merge_from: int = 6):
         super().__init__()
         self.cfg = cfg
         self.embeddings = Embeddings(cfg)
         self.encoder = nn.Module()
-        # NLVR2 (twin): the reference merges the two branches by concatenation in layers 6-11 of 12, i.e. the
-        # upper half; it averages them below.
-        self.encoder.layer = nn.ModuleList(Layer(cfg, encoder_width, twin, merge=twin and i >= cfg.layers // 2)
+        # NLVR2 (twin): layers from `merge_from` on merge the two branches by concatenation, lower ones average them
+        # (the reference: from layer 6, whatever the depth).
+        self.encoder.layer = nn.ModuleList(Layer(cfg, encoder_width, twin, merge=twin and i >= merge_from)
                                            for i in range(cfg.layers))
 
     def cross_kv(self, image_embeds: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> list[LayerKV]:

@@ -37,7 +37,8 @@ class VisionEncoder(VisionTransformer):
         x = self.norm_pre(self.patch_drop(self._pos_embed(self.patch_embed(pixels))))
         ckpt_from = self.cfg.grad_ckpt_from
         for i, block in enumerate(self.blocks):
-            # Retrieval fine-tuning checkpoints only the later blocks (SPEC §1): memory where it pays, speed elsewhere.
+            # Only blocks from grad_ckpt_from on are checkpointed (the reference's retrieval fine-tuning starts at
+            # block 4): memory where it pays, speed elsewhere.
             if ckpt_from is not None and i >= ckpt_from and self.training and torch.is_grad_enabled():
                 x = checkpoint(block, x, use_reentrant=False)
             else:

@@ -19,7 +19,8 @@ from blip.evaluation.captioning import caption_metrics, write_caption_results
 from blip.images import load_image
 from blip.model.blip import BlipModel
 from blip.model.losses import lm_loss
-from blip.tasks.common import image_transform, read_sources, tokenizer_or_bert, train_and_save
+from blip.progress import Progress
+from blip.tasks.common import image_transform, read_sources, report_skips, tokenizer_or_bert, train_and_save
 from blip.training.trainer import StepInfo, TrainConfig
 
 
@@ -67,18 +68,21 @@ def evaluate_caption(model: Blip, annotation: str, image_root: str = "", out: st
                      meteor: bool = True, batch_size: int = 32, **generation: Any) -> dict[str, float]:
     """Caption every image of a Karpathy val/test file (beam 3, max 20, min 5 by default) and score it."""
     rs = read_karpathy_eval(annotation, image_root=image_root)
-    images, ids, skipped = [], [], 0
+    images, ids, failures = [], [], []
     for path, image_id in zip(rs.images, rs.image_ids):
         try:
             images.append(load_image(path))
             ids.append(image_id)
-        except ImageError:
-            skipped += 1
-    captions = model.caption(images, batch_size=batch_size, **generation)
+        except ImageError as e:
+            failures.append(str(e))
+    report_skips(failures, len(rs.images), annotation)
+    progress = Progress(len(images), "captioning")
+    captions = model.caption(images, batch_size=batch_size, progress=progress, **generation)
+    progress.close()
     candidates = {i: c.text for i, c in zip(ids, captions)}
     references = {rs.image_ids[i]: [rs.texts[t] for t in rs.img2txt[i]] for i in range(len(rs.images))}
     metrics = caption_metrics({i: references[i] for i in ids}, candidates, meteor=meteor)
     if out:
         write_caption_results(out, candidates)
-        Path(out).with_suffix(".metrics.json").write_text(json.dumps({**metrics, "skipped_images": skipped}))
+        Path(out).with_suffix(".metrics.json").write_text(json.dumps({**metrics, "skipped_images": len(failures)}))
     return metrics

@@ -3,6 +3,7 @@ and running the one trainer then saving the final model."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -65,6 +66,17 @@ def image_transform(recipe: dict[str, Any], size: int, min_scale: float):
                            flip=recipe.get("flip", not recipe.get("mirror")), randaug=recipe.get("randaug", True))
 
 
+def report_skips(failures: list[str], total: int, source: str, unit: str = "images") -> None:
+    """Say which inputs an evaluation could not use; when most could not, fail (its metric would mean nothing)."""
+    if not failures:
+        return
+    shown = "; ".join(failures[:3]) + (f"; and {len(failures) - 3} more" if len(failures) > 3 else "")
+    if 2 * len(failures) > total:
+        raise BlipError(f"{source}: {len(failures)} of {total} {unit} could not be used ({shown}); check the "
+                        f"image root the annotation's paths are relative to")
+    print(f"blip: {len(failures)} of {total} {unit} skipped ({shown})", file=sys.stderr)
+
+
 def tokenizer_or_bert(tok: Tokenizer | None) -> Tokenizer:
     """The checkpoint's tokenizer; a reference .pth has none, and BLIP's is bert-base-uncased's vocabulary."""
     if tok is not None:
@@ -80,10 +92,16 @@ def train_and_save(train: TrainConfig, module: nn.Module, model: BlipModel, tok:
     """Train `module` (whose forward is the loss) with the one trainer; save `model` as OUT/model (rank 0)."""
     trainer = Trainer(train, module, dataset, loss_fn)
     trainer.skips.merge(counter)
+    if rank() == 0:  # beside the checkpoints, so that a checkpoint-*.pt loads for inference with its tokenizer
+        tok.save(Path(train.out) / "tokenizer")
     if before_fit is not None and rank() == 0:
         before_fit()
     trainer.fit(resume=resume)
     final = Path(train.out) / "model"
     if rank() == 0:
         save_pretrained(model, tok, final)
+    skips = trainer.skips
+    if 2 * skips.total_skipped > skips.used + skips.total_skipped:  # the trainer stops such runs only past 200
+        raise BlipError(f"{final} was written, but {skips.total_skipped} of {skips.used + skips.total_skipped} "
+                        f"samples were unusable ({skips.summary()}); check the data paths and image_root")
     return final

@@ -15,7 +15,7 @@ from blip.data import NLVR2Dataset, collate, eval_transform, read_nlvr2
 from blip.data.robust import SkipCounter
 from blip.errors import BlipError
 from blip.model.blip import BlipModel
-from blip.tasks.common import image_transform, tokenizer_or_bert, train_and_save
+from blip.tasks.common import image_transform, report_skips, tokenizer_or_bert, train_and_save
 from blip.training.trainer import StepInfo, TrainConfig
 
 # New parameters when starting from a pretrained (single cross-attention) model.
@@ -38,8 +38,12 @@ class NLVR2Training(nn.Module):
 def finetune_nlvr2(recipe: dict[str, Any], resume: bool = False) -> Path:
     """Fine-tune NLVR2 from a pretrained model (branches copied from its cross-attention) or an NLVR2 checkpoint."""
     train = TrainConfig(**{"schedule": "cosine", "min_lr": 0.0, **recipe.get("train", {})})
+    # The branches merge from text layer 6 as in the reference, or where an NLVR2 init checkpoint's merge layers
+    # start; a recipe's nlvr_merge_from overrides both (shallow models merge nowhere otherwise).
+    overrides = {"nlvr_merge_from": recipe["nlvr_merge_from"]} if "nlvr_merge_from" in recipe else None
     model, tok, _ = load_checkpoint(recipe["init"], task="nlvr2", image_size=recipe.get("image_size"),
-                                    tokenizer=recipe.get("tokenizer"), allow_missing=NEW_PARAMETERS)
+                                    tokenizer=recipe.get("tokenizer"), allow_missing=NEW_PARAMETERS,
+                                    overrides=overrides)
     tok = tokenizer_or_bert(tok)
     counter = SkipCounter()
     records = []
@@ -65,8 +69,10 @@ def evaluate_nlvr2(model: Blip, annotation: str, image_root: str = "", batch_siz
     records = read_nlvr2(annotation, image_root=image_root, counter=counter)
     dataset = NLVR2Dataset(records, eval_transform(model.cfg.vision.image_size), train=False)
     correct = total = 0
+    failures: list[str] = []
     for start in range(0, len(dataset), batch_size):
         batch = collate([dataset[i] for i in range(start, min(len(dataset), start + batch_size))])
+        failures += [message for _, message in batch["skipped"]]
         if not batch["size"]:
             continue
         ids, mask = model.tokenizer(batch["statement"], max_length=40)
@@ -75,6 +81,7 @@ def evaluate_nlvr2(model: Blip, annotation: str, image_root: str = "", batch_siz
             pred = model.model.nlvr_logits(e0, e1, ids.to(model.device), mask.to(model.device)).argmax(-1).cpu()
         correct += int((pred == batch["label"]).sum())
         total += batch["size"]
+    report_skips(failures, len(dataset), annotation, unit="image pairs")
     if total == 0:
         raise BlipError(f"{annotation}: no usable NLVR2 pairs")
     return {"accuracy": 100.0 * correct / total, "pairs": total}

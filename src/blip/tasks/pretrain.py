@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from blip.checkpoint import load_checkpoint
+from blip.checkpoint import carry_training_state, load_checkpoint
 from blip.data import PairDataset
 from blip.data.robust import SkipCounter
 from blip.errors import BlipError
@@ -46,6 +46,7 @@ def build_model(recipe: dict[str, Any], tok: Tokenizer) -> BlipPretrain:
         init, _, _ = load_checkpoint(m["init"], image_size=cfg.vision.image_size, allow_missing=True)
         model.load_state_dict(init.state_dict(), strict=False)
         model.reset_momentum()
+        carry_training_state(model, m["init"])  # its momentum encoders and queues, as the reference's load does
     return model
 
 

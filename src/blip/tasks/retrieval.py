@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from blip.api import Blip
-from blip.checkpoint import load_checkpoint
+from blip.checkpoint import LoadReport, carry_training_state, load_checkpoint
 from blip.data import PairDataset
 from blip.data.readers import read_karpathy_eval
 from blip.data.robust import SkipCounter
@@ -17,7 +18,10 @@ from blip.data.text import pre_caption
 from blip.evaluation.retrieval import retrieval_metrics, two_stage_scores
 from blip.images import load_image
 from blip.model.config import for_task
+from blip.progress import Progress
 from blip.tasks.common import image_transform, read_sources, tokenizer_or_bert, train_and_save
+from blip.tokenizer import Tokenizer
+from blip.training.distributed import rank
 from blip.training.retrieval import BlipRetrievalTrain
 from blip.training.trainer import StepInfo, TrainConfig
 
@@ -32,12 +36,15 @@ def retrieval_scores(model: Blip, rs: RetrievalSet, k_test: int = 256, batch_siz
     ids, mask = ids.to(device), mask.to(device)
     text_feats = torch.cat([m.text_embed(ids[s : s + 256], mask[s : s + 256]) for s in range(0, len(ids), 256)])
     embeds, image_feats = [], []
+    progress = Progress(len(rs.images), "encoding images")
     for s in range(0, len(rs.images), batch_size):
         pixels = torch.stack([model.transform(load_image(p)) for p in rs.images[s : s + batch_size]]).to(device)
         with model.autocast():
             e = m.encode_image(pixels)
             embeds.append(e)
             image_feats.append(m.image_embed(e).float())
+        progress.update(len(pixels))
+    progress.close()
     image_embeds, image_feats = torch.cat(embeds), torch.cat(image_feats)
     sims = image_feats @ text_feats.t()
 
@@ -60,16 +67,26 @@ def evaluate_retrieval(model: Blip, annotation: str, image_root: str = "", k_tes
     return retrieval_metrics(i2t, t2i, rs.img2txt, rs.txt2img)
 
 
-def finetune_retrieval(recipe: dict[str, Any], resume: bool = False) -> Path:
-    """Fine-tune ITC + ITM on image-caption pairs (positives by image id); returns the final model folder."""
-    train = TrainConfig(**{"schedule": "cosine", "min_lr": 0.0, **recipe.get("train", {})})
-    init, tok, _ = load_checkpoint(recipe["init"], task="retrieval", image_size=recipe.get("image_size"),
-                                   tokenizer=recipe.get("tokenizer"))
-    tok = tokenizer_or_bert(tok)
+def retrieval_init(recipe: dict[str, Any]) -> tuple[BlipRetrievalTrain, Tokenizer, LoadReport]:
+    """The training model from `recipe['init']`: its weights, and its momentum encoders and queues where it has
+    them (as the reference's strict=False load); momentum encoders it lacks start as copies of the online ones."""
+    init, tok, report = load_checkpoint(recipe["init"], task="retrieval", image_size=recipe.get("image_size"),
+                                        tokenizer=recipe.get("tokenizer"))
     model = BlipRetrievalTrain(for_task(init.cfg, "retrieval"), queue_size=recipe.get("queue_size", 57600),
                                momentum=recipe.get("momentum", 0.995))
     model.load_state_dict(init.state_dict(), strict=False)
     model.reset_momentum()
+    carry_training_state(model, recipe["init"], report)
+    return model, tokenizer_or_bert(tok), report
+
+
+def finetune_retrieval(recipe: dict[str, Any], resume: bool = False) -> Path:
+    """Fine-tune ITC + ITM on image-caption pairs (positives by image id); returns the final model folder."""
+    train = TrainConfig(**{"schedule": "cosine", "min_lr": 0.0, **recipe.get("train", {})})
+    model, tok, report = retrieval_init(recipe)
+    if report.carried and rank() == 0:
+        kept = ", ".join(dict.fromkeys(name.split(".")[0] for name in report.carried))
+        print(f"init: kept the checkpoint's {kept}", file=sys.stderr)
     counter = SkipCounter()
     records = read_sources(recipe["data"], counter)
     # Pairs of one image are positives of each other: number the images (the reference's img_id).

@@ -21,7 +21,8 @@ from blip.evaluation.vqa import vqa_score, write_vqa_results
 from blip.images import load_image
 from blip.model.blip import BlipModel
 from blip.model.losses import lm_loss
-from blip.tasks.common import image_transform, tokenizer_or_bert, train_and_save
+from blip.progress import Progress
+from blip.tasks.common import image_transform, report_skips, tokenizer_or_bert, train_and_save
 from blip.tokenizer import Tokenizer
 from blip.training.trainer import StepInfo, TrainConfig
 
@@ -130,21 +131,25 @@ def evaluate_vqa(model: Blip, annotation: str, image_root: str = "", answer_list
     records = read_vqa(annotation, image_root=image_root)
     candidates = read_answer_list(answer_list) if answer_list else None
     predictions: dict[str, str] = {}
-    skipped = 0
+    failures: list[str] = []
+    progress = Progress(len(records), "answering", unit="question")
     for start in range(0, len(records), batch_size):
         chunk, images = [], []
         for rec in records[start:start + batch_size]:
             try:
                 images.append(load_image(rec.image))
                 chunk.append(rec)
-            except ImageError:
-                skipped += 1
+            except ImageError as e:
+                failures.append(str(e))
+        progress.update(len(records[start:start + batch_size]) - len(chunk))
         if not chunk:
             continue
         answers = model.ask(images, [rec.question for rec in chunk], answers=candidates, k_test=k_test,
-                            batch_size=batch_size)
+                            batch_size=batch_size, progress=progress)
         predictions.update((rec.question_id, a.text) for rec, a in zip(chunk, answers))
-    metrics: dict[str, float] = {"questions": float(len(predictions)), "skipped_images": float(skipped)}
+    progress.close()
+    report_skips(failures, len(records), annotation, unit="questions")
+    metrics: dict[str, float] = {"questions": float(len(predictions)), "skipped_images": float(len(failures))}
     truth = _ground_truth(annotation)
     if predictions and all(truth.get(q) for q in predictions):
         metrics["vqa_accuracy"] = vqa_score(predictions, {q: truth[q] for q in predictions})

@@ -60,8 +60,9 @@ class MomentumContrastive(BlipModel):
         """Write the (all-rank) momentum features, and image ids, into the ring queues."""
         n, ptr = image_feat.shape[0], int(self.pointer)
         slots = (torch.arange(n, device=image_feat.device) + ptr) % self.queue_size
-        self.image_queue[:, slots] = image_feat.t()
-        self.text_queue[:, slots] = text_feat.t()
+        # Under bf16 autocast the features are bf16; the queues stay fp32 like the weights.
+        self.image_queue[:, slots] = image_feat.t().to(self.image_queue.dtype)
+        self.text_queue[:, slots] = text_feat.t().to(self.text_queue.dtype)
         if ids is not None:
             self.idx_queue[:, slots] = ids.view(1, -1)
         self.pointer[0] = (ptr + n) % self.queue_size

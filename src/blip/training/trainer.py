@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_
 
 from blip.data.robust import SkipCounter, collate
 from blip.errors import BlipError
+from blip.progress import Progress
 from blip.training.distributed import average_gradients, fully_shard_model, is_distributed, rank, world_size
 
 LossFn = Callable[[nn.Module, dict[str, Any], "StepInfo"], dict[str, torch.Tensor]]
@@ -85,6 +86,22 @@ class TrainConfig:
                     setattr(self, f.name, float(value) if kind == "float" else int(value))
                 except ValueError:
                     raise BlipError(f"train.{f.name} must be a number, got {value!r}") from None
+        for name, low in _AT_LEAST.items():
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise BlipError(f"train.{name} must be at least {low}, got {value}")
+        if self.lr <= 0:
+            raise BlipError(f"train.lr must be positive, got {self.lr}")
+
+
+# TrainConfig fields a resumed run must share with its checkpoint (they fix which samples make each step), and
+# those it may change with a warning (the optimisation from here on).
+_SAME_RUN = {"batch_size", "grad_accum", "seed", "steps_per_epoch"}
+_SAME_SCHEDULE = {"epochs", "lr", "min_lr", "schedule", "warmup_steps", "warmup_lr", "lr_decay", "weight_decay"}
+
+# The smallest value each count of TrainConfig may take.
+_AT_LEAST = {"epochs": 1, "batch_size": 1, "grad_accum": 1, "warmup_steps": 0, "checkpoint_every": 1, "keep": 1,
+             "log_every": 1, "num_workers": 0, "max_steps": 1, "steps_per_epoch": 1}
 
 
 @dataclass
@@ -276,7 +293,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             state = {"model": model_state, "optimizer": optimizer_state, "step": self.step,
                      "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "rng": _rng_state(),
-                     "skips": self.skips.as_dict(), "config": asdict(self.cfg)}
+                     "skips": self.skips.as_dict(), "config": asdict(self.cfg), "samples": self._samples()}
             tmp = path.with_suffix(".tmp")
             torch.save(state, tmp)
             os.replace(tmp, path)
@@ -286,15 +303,55 @@ class Trainer:
             dist.barrier()
         return path
 
-    def resume(self) -> bool:
-        """Load the newest checkpoint if there is one; True when resumed."""
+    def _samples(self) -> int | None:
+        """Samples in the dataset (None for a stream): a resumed run must see the same data."""
+        return None if self.iterable else len(self.dataset)
+
+    def _load_newest(self) -> tuple[Path, dict[str, Any]] | None:
+        """The newest readable checkpoint and its state; an unreadable newer one is passed over with a line."""
         found = self.checkpoints()
-        if not found:
+        bad: list[str] = []
+        for path in reversed(found):
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:  # noqa: BLE001 - a truncated or corrupt file, whatever torch raises
+                bad.append(f"{path.name} ({type(e).__name__})")
+                continue
+            if bad and rank() == 0:
+                print(f"blip: cannot read {', '.join(bad)}: truncated or corrupt; resuming from the previous "
+                      f"good checkpoint, {path.name}", file=sys.stderr)
+            return path, state
+        if bad:
+            raise TrainingError(f"no checkpoint in {self.out} can be read ({', '.join(bad)}); remove them to start "
+                                f"over")
+        return None
+
+    def _check_same_recipe(self, path: Path, state: dict[str, Any]) -> None:
+        """Refuse a resume whose data or batching changed (it would not continue the same run); warn about a
+        changed optimisation (a lower lr after a divergence is a normal reason to resume)."""
+        then, now = state.get("config", {}), asdict(self.cfg)
+
+        def differences(names: set[str]) -> list[str]:
+            return [f"train.{k}: {then[k]!r} then, {now[k]!r} now" for k in sorted(names)
+                    if k in then and then[k] != now[k]]
+
+        refused = differences(_SAME_RUN)
+        if state.get("samples") is not None and state["samples"] != self._samples():
+            refused.append(f"data: {state['samples']} samples then, {self._samples()} now")
+        if refused:
+            raise TrainingError(f"{path.name} was written by a different recipe ({'; '.join(refused)}): resume "
+                                f"with the recipe the run started with, or train into a new out folder")
+        warned = differences(_SAME_SCHEDULE)
+        if warned and rank() == 0:
+            print(f"blip: resuming {path.name} with a changed schedule ({'; '.join(warned)})", file=sys.stderr)
+
+    def resume(self) -> bool:
+        """Load the newest readable checkpoint if there is one; True when resumed."""
+        newest = self._load_newest()
+        if newest is None:
             return False
-        try:
-            state = torch.load(found[-1], map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001
-            raise TrainingError(f"{found[-1]}: cannot resume from it ({type(e).__name__}: {e})") from None
+        path, state = newest
+        self._check_same_recipe(path, state)
         # set_model_state_dict shards a shared parameter (the pretraining decoder's modules shared with the
         # encoder) under its first name only, and fails copying the whole tensor under another: load each once.
         aliases = _aliases(self.model)
@@ -302,7 +359,7 @@ class Trainer:
         missing, unexpected = set_model_state_dict(self.model, loaded,
                                                    options=StateDictOptions(full_state_dict=True, strict=False))
         if set(missing) - aliases or unexpected:
-            raise TrainingError(f"{found[-1]} does not fit the model: missing {sorted(set(missing) - aliases)}, "
+            raise TrainingError(f"{path} does not fit the model: missing {sorted(set(missing) - aliases)}, "
                                 f"unexpected {sorted(unexpected)}")
         full = StateDictOptions(full_state_dict=True)
         set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"], options=full)
@@ -415,11 +472,8 @@ class Trainer:
         total_steps = cfg.epochs * self.batches_per_epoch // cfg.grad_accum
         if cfg.max_steps is not None:
             total_steps = min(total_steps, cfg.max_steps)
-        bar = None
-        if cfg.progress and rank() == 0 and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            bar = tqdm(total=total_steps, initial=self.step, unit="step", file=sys.stderr)
+        bar = Progress(total_steps, "training", unit="step", initial=self.step) if cfg.progress and rank() == 0 \
+            else None
         self.model.train()
         micro = 0
         t_last = time.perf_counter()
@@ -459,8 +513,7 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or self.step == total_steps:
                     self._log(record)
                 if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", sps=f"{record['samples_per_s']:.1f}")
+                    bar.update(1, loss=f"{record['loss']:.3f}", samples_per_s=f"{record['samples_per_s']:.1f}")
                 if self.step % cfg.checkpoint_every == 0:
                     self.save()
                 if self.step >= total_steps:
@@ -470,6 +523,10 @@ class Trainer:
                 self.batch_in_epoch = 0
         if bar is not None:
             bar.close()
+        if self.step == 0:
+            seen = self.skips.used + self.skips.total_skipped
+            raise TrainingError(f"{self.skips.total_skipped} of {seen} samples were unusable ({self.skips.summary()})"
+                                f" and no training step ran; check the data paths and image_root")
         if not self.checkpoints() or int(self.checkpoints()[-1].stem.split("-")[1]) != self.step:
             self.save()
         if self.fsdp:
