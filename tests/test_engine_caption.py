@@ -182,7 +182,7 @@ def test_kill_and_rerun_gives_one_record_per_image_as_an_uninterrupted_run(hf_mo
 
 
 @pytest.mark.parametrize("args,message", [
-    (("--batch-size", "0"), "--batch-size must be at least 1"),
+    (("--batch-size", "0"), "--batch-size: must be at least 1"),  # argparse type check of add_model_args
     (("--beams", "0"), "--beams must be at least 1"),
     (("--max-length", "-3"), "--max-length must be at least 1"),
     (("--min-length", "-1"), "--min-length must not be negative"),

@@ -43,6 +43,10 @@ class _Parser(argparse.ArgumentParser):
             action.help = "default: %(default)s"
         return super()._add_action(action)
 
+    def error(self, message: str):
+        """Argument errors as one line (argparse would print the whole usage first), exit 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, with every sub-command registered."""

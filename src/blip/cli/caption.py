@@ -44,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, help="image decoding processes (default 2; 0: in this one)")
     p.add_argument("--unit-size", type=int, default=1000, help="images per resumable unit of a list (default 1000)")
     p.add_argument("--progress-every", type=float, default=30.0,
-                   help="seconds between progress lines when stderr is not a terminal (default 30)")
+                   help="seconds between progress lines when stderr is not a terminal")
     p.set_defaults(func=run)
 
 
