@@ -105,3 +105,16 @@ def test_gradcam_cli_writes_an_overlay(hf_models, tmp_path, capsys):
     assert '"itm"' in record and '"tokens": ["a", "red", "square"]' in record
     assert main(["gradcam", str(tmp_path / "missing.png"), "--text", "x", "--model",
                  str(hf_models["retrieval"][1]), "--out", str(out)]) == 2
+
+
+def test_separable_blur_equals_torchvision():
+    from torchvision.transforms.functional import gaussian_blur
+
+    from blip.gradcam import _gaussian_blur
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 1, 50, 70)
+    sigma = 3.2
+    radius = int(3 * sigma)
+    want = gaussian_blur(x, [2 * radius + 1] * 2, [sigma] * 2)
+    torch.testing.assert_close(_gaussian_blur(x, sigma), want, atol=1e-5, rtol=0)

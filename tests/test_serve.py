@@ -30,7 +30,7 @@ def png_bytes(seed: int = 0, size: tuple[int, int] = (48, 40)) -> bytes:
 
 def decode_data_url(url: str) -> Image.Image:
     head, data = url.split(",", 1)
-    assert head == "data:image/png;base64"
+    assert head == "data:image/jpeg;base64"
     return Image.open(io.BytesIO(base64.b64decode(data)))
 
 

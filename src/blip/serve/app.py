@@ -207,19 +207,19 @@ def create_app(model: Blip | None, vqa_model: Blip | None = None, match_model: B
 
 
 def _cam_json(cam: GradCam, image: Image.Image, per_token_overlays: bool) -> dict[str, Any]:
-    """A GradCam as JSON: its grids as nested lists, and the mean map (and each token's) overlaid as PNG data."""
+    """A GradCam as JSON: its grids as nested lists, and the mean map (and each token's) overlaid as JPEG data."""
     image = image.copy()
     image.thumbnail((OVERLAY, OVERLAY))  # a phone photo's full size would only make the answer slow and large
     out: dict[str, Any] = {"itm": cam.itm, "layer": cam.layer, "tokens": cam.tokens, "enc": cam.enc.tolist(),
                            "mean": cam.mean.tolist(), "per_token": cam.per_token.tolist(),
-                           "overlay": _data_url(overlay(image, cam.heatmap(image.size)), "PNG")}
+                           "overlay": _data_url(overlay(image, cam.heatmap(image.size)), "JPEG")}
     if per_token_overlays:
-        out["token_overlays"] = [_data_url(overlay(image, cam.heatmap(image.size, i)), "PNG")
+        out["token_overlays"] = [_data_url(overlay(image, cam.heatmap(image.size, i)), "JPEG")
                                  for i in range(len(cam.tokens))]
     return out
 
 
 def _data_url(image: Image.Image, fmt: str) -> str:
     buf = io.BytesIO()
-    image.convert("RGB").save(buf, fmt)
+    image.convert("RGB").save(buf, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
     return f"data:image/{fmt.lower()};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
