@@ -11,7 +11,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-test: $(STAMP)
+# The browser test (tests/test_browser.py) drives Debian's chromium through Playwright; no browser is downloaded.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	else echo "make: the browser test needs Debian's chromium: sudo apt-get install chromium" >&2; exit 1; fi
+
+test: $(STAMP) $(CHROMIUM)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)

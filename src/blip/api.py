@@ -17,6 +17,7 @@ from blip.data.text import pre_question
 from blip.data.transforms import eval_transform
 from blip.errors import BlipError, ImageError
 from blip.generation import GenerationConfig, generate
+from blip.gradcam import GradCam, default_layer, itm_gradcam, split_maps
 from blip.images import ImageSource, load_image
 from blip.model.blip import BlipModel
 from blip.model.losses import lm_loss
@@ -274,6 +275,26 @@ class Blip:
         from blip.index import build_index
 
         return build_index(self, sources, out, batch_size=batch_size, **options)
+
+    def gradcam(self, image: ImageSource, text: str | Sequence[str], layer: int | None = None,
+                max_length: int = 35) -> GradCam | list[GradCam]:
+        """ITM Grad-CAM of one image with a text (a GradCam) or with each of several texts (a list), at one
+        cross-attention layer of the image-grounded encoder (default: the middle one, LAVIS's 6 of 12)."""
+        self._need("itm", "Grad-CAM")
+        texts = [text] if isinstance(text, str) else list(text)
+        layer = default_layer(self.model) if layer is None else layer
+        ids, mask = self._texts(texts, max_length)
+        with self.autocast():
+            with torch.no_grad():  # the maps need gradients inside the text encoder only
+                embeds = self.model.encode_image(self.pixels([image])).expand(len(texts), -1, -1)
+            maps, logits = itm_gradcam(self.model, embeds, ids, mask, layer)
+        maps, itm = maps.float().cpu(), logits.float().softmax(-1)[:, 1]
+        out = []
+        for i, length in enumerate(mask.sum(1).tolist()):
+            enc, mean, per_token = split_maps(maps[i], length)
+            tokens = [self.tokenizer.tok.id_to_token(t) for t in ids[i, 1:length - 1].tolist()]
+            out.append(GradCam(tokens, enc, mean, per_token, float(itm[i]), layer))
+        return out[0] if isinstance(text, str) else out
 
     @torch.no_grad()
     def caption(self, images: Images, prompt: str = "a picture of ", strategy: str = "beam",

@@ -11,7 +11,7 @@ from blip.errors import BlipError
 
 # Each module defines add_parser(subparsers) and sets `func` on its parser; the func returns an exit code.
 COMMANDS = ("caption", "ask", "match", "convert", "data", "pretrain", "finetune", "evaluate", "capfilt", "chain", "demo",
-            "nlvr", "index", "search")
+            "nlvr", "index", "search", "gradcam", "serve")
 
 
 def _has_default(action: argparse.Action) -> bool:

@@ -7,6 +7,8 @@ encoder.layer.N.{intermediate.dense,output.{dense,LayerNorm}}; the decoder adds 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -80,6 +82,9 @@ class Attention(nn.Module):
         self.attention_dropout = cfg.attention_dropout
         self.self = QKV(cfg.hidden, kv_width)
         self.output = AddNorm(cfg.hidden, cfg.hidden, cfg.layer_norm_eps, cfg.dropout)
+        # Opt-in (blip/gradcam.py): when a list, attend() computes the probabilities explicitly, since
+        # scaled_dot_product_attention does not return them, and appends them, still in the autograd graph.
+        self.record_probs: list[torch.Tensor] | None = None
 
     def kv(self, source: torch.Tensor) -> LayerKV:
         """Keys and values of `source` tokens, split into heads."""
@@ -91,7 +96,14 @@ class Attention(nn.Module):
         q = _heads(self.self.query(x), self.heads)
         rows = k.shape[0]
         dropout = self.attention_dropout if self.training else 0.0
-        if rows == b:
+        if self.record_probs is not None and rows == b:
+            scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            probs = scores.softmax(-1)
+            self.record_probs.append(probs)
+            out = F.dropout(probs, dropout, self.training) @ v
+        elif rows == b:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         else:
             # Several beams (or answers) share one image: fold them into the query length so every beam attends to
