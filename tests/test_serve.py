@@ -72,7 +72,8 @@ def test_caption_equals_blip_caption(client, models):
     assert got.status_code == 200
     want = models["caption"].caption([data], num_beams=2, max_length=12, min_length=3)
     assert got.json()["captions"] == [{"text": c.text, "logprob": pytest.approx(c.logprob, abs=1e-5),
-                                       "mean_logprob": pytest.approx(c.mean_logprob, abs=1e-5), "itm": c.itm}
+                                       "mean_logprob": pytest.approx(c.mean_logprob, abs=1e-5), "itm": c.itm,
+                                       "ids": c.ids, "score": pytest.approx(c.score, abs=1e-5), "error": None}
                                       for c in want]
     sampled = client.post("/api/caption", files=upload(data),
                           data={"strategy": "nucleus", "num_captions": 3, "seed": 7}).json()["captions"]

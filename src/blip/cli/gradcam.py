@@ -6,8 +6,6 @@ import argparse
 
 from blip.cli.common import add_model_args, emit, open_model
 from blip.errors import BlipError
-from blip.gradcam import overlay
-from blip.images import load_image
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from blip.gradcam import overlay
+    from blip.images import load_image
+
     image = load_image(args.image)
     model = open_model(args)
     cam = model.gradcam(image, args.text, layer=args.layer)
