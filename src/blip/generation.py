@@ -14,6 +14,9 @@ import torch
 from blip.model.text import KVCache, LayerKV, TextDecoder
 
 NEG = -1.0e9
+# Whether every sequence has ended is read on the host (a device synchronisation) only every this many steps:
+# finished rows and closed sources are masked on the device meanwhile, so the output does not depend on it.
+SYNC_EVERY = 4
 
 
 @dataclass
@@ -97,7 +100,7 @@ def _sample_or_greedy(decoder, prompt, cross_kv, cross_mask, cfg, eos_id, pad_id
     logprob = torch.zeros(rows, device=prompt.device)
     num_tokens = torch.zeros(rows, dtype=torch.long, device=prompt.device)
     done = torch.zeros(rows, dtype=torch.bool, device=prompt.device)
-    cache = KVCache()
+    cache = KVCache(capacity=seqs.shape[1])
     step_input = prompt
     for length in range(p, cfg.max_length):
         logits = decoder(step_input, image_mask=cross_mask, cross_kv=cross_kv, cache=cache, last_only=True).float()
@@ -113,8 +116,8 @@ def _sample_or_greedy(decoder, prompt, cross_kv, cross_mask, cfg, eos_id, pad_id
         num_tokens += (~done).long()
         seqs[:, length] = token
         done |= token == eos_id
-        if bool(done.all()):
-            seqs = seqs[:, : length + 1]
+        if (length - p) % SYNC_EVERY == SYNC_EVERY - 1 and bool(done.all()):
+            seqs = seqs[:, : p + int(num_tokens.max())]
             break
         step_input = token[:, None]
     return Generated(seqs, logprob, num_tokens)
@@ -129,7 +132,7 @@ def _beam_search(decoder, prompt, cross_kv, cross_mask, cfg, eos_id, pad_id) -> 
     reference = cfg.length_norm == "reference"
 
     # The prompt is run once per source, then its cache is copied to the K beams.
-    cache = KVCache()
+    cache = KVCache(capacity=max_len)
     logits = decoder(prompt, image_mask=cross_mask, cross_kv=cross_kv, cache=cache, last_only=True).float()
     cache.reorder(torch.arange(b, device=device).repeat_interleave(k))
     logits = logits.repeat_interleave(k, dim=0)
@@ -202,7 +205,7 @@ def _beam_search(decoder, prompt, cross_kv, cross_mask, cfg, eos_id, pad_id) -> 
         else:
             best_possible = running_scores[:, 0] / float(length + 1 - p) ** cfg.length_penalty
             open_batch &= best_possible > worst
-        if not bool(open_batch.any()):
+        if (length - p) % SYNC_EVERY == SYNC_EVERY - 1 and not bool(open_batch.any()):
             break
         rows = (cand_beam.gather(1, live) + torch.arange(b, device=device)[:, None] * k).view(-1)
         cache.reorder(rows)
