@@ -74,6 +74,14 @@ class Blip:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def compile(self, backend: str = "inductor") -> "Blip":
+        """torch.compile the vision encoder and the decoder step in place (compiled on first use; see BENCHMARKS.md)."""
+        self.model.visual_encoder.compile(backend=backend)
+        if self.model.has("text_decoder"):
+            # The step's sequence and cache lengths change every step: compile once for all lengths.
+            self.model.text_decoder.compile(backend=backend, dynamic=True)
+        return self
+
     def _need(self, part: str, what: str) -> None:
         if not self.model.has(part):
             raise BlipError(f"{what} needs a model with a {part}; this one has {', '.join(self.cfg.parts)}")

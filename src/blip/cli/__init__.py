@@ -10,7 +10,8 @@ import sys
 from blip.errors import BlipError
 
 # Each module defines add_parser(subparsers) and sets `func` on its parser; the func returns an exit code.
-COMMANDS = ("caption", "ask", "match", "convert", "data", "pretrain", "finetune", "evaluate", "capfilt", "chain", "demo")
+COMMANDS = ("caption", "ask", "match", "convert", "data", "pretrain", "finetune", "evaluate", "capfilt", "chain", "demo",
+            "env")
 
 
 def build_parser() -> argparse.ArgumentParser:
