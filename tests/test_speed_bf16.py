@@ -18,8 +18,12 @@ from blip.tasks.retrieval import retrieval_scores
 from blip.tokenizer import Tokenizer
 
 COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30), "white": (240, 240, 240)}
-CAPTIONS = {"red": "the red square on the left", "blue": "the blue circle", "green": "two green triangle above",
-            "white": "a cat sitting on the beach with her dog"}
+CAPTIONS = {
+    "red": "the red square on the left",
+    "blue": "the blue circle",
+    "green": "two green triangle above",
+    "white": "a cat sitting on the beach with her dog",
+}
 
 
 def colour_image(name: str, seed: int) -> Image.Image:
@@ -32,8 +36,16 @@ def colour_image(name: str, seed: int) -> Image.Image:
 def trained_captioner():
     """A tiny captioner trained to write one caption per background colour: its top tokens win by wide margins."""
     torch.manual_seed(0)
-    ids = {"text.vocab_size": len(VOCAB), "text.pad_id": PAD, "text.cls_id": CLS, "text.sep_id": SEP,
-           "text.dec_id": DEC, "text.enc_id": ENC, "vision.image_size": 32, "vision.patch_size": 16}
+    ids = {
+        "text.vocab_size": len(VOCAB),
+        "text.pad_id": PAD,
+        "text.cls_id": CLS,
+        "text.sep_id": SEP,
+        "text.dec_id": DEC,
+        "text.enc_id": ENC,
+        "vision.image_size": 32,
+        "vision.patch_size": 16,
+    }
     model = BlipModel(preset("tiny", task="caption", **ids))
     tok = Tokenizer.from_vocab(VOCAB)
     wrapper = blip.Blip(model, tok)
@@ -107,8 +119,13 @@ def test_retrieval_scores_in_bf16_match_fp32(hf_models, tmp_path):
     for i in range(3):
         image(i).save(tmp_path / f"{i}.png")
         paths.append(str(tmp_path / f"{i}.png"))
-    rs = RetrievalSet(images=paths, image_ids=["0", "1", "2"], texts=["a red square", "two dog", "the blue circle", "a cat"],
-                      img2txt=[[0], [1, 2], [3]], txt2img=[0, 1, 1, 2])
+    rs = RetrievalSet(
+        images=paths,
+        image_ids=["0", "1", "2"],
+        texts=["a red square", "two dog", "the blue circle", "a cat"],
+        img2txt=[[0], [1, 2], [3]],
+        txt2img=[0, 1, 1, 2],
+    )
     i2t32, _ = retrieval_scores(blip.load(hf_models["retrieval"][1]), rs, k_test=2)
     i2t16, _ = retrieval_scores(blip.load(hf_models["retrieval"][1], dtype="bfloat16"), rs, k_test=2)
     assert i2t16.dtype == torch.float32

@@ -14,8 +14,10 @@ from blip.cli import main
 from blip.cli.env import bf16_verdict, cpu_facts
 
 # Abridged /proc/cpuinfo lines of three real CPU generations.
-SAPPHIRE_RAPIDS = ("model name\t: Intel(R) Xeon(R) Platinum 8480+\n"
-                   "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n")
+SAPPHIRE_RAPIDS = (
+    "model name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+    "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n"
+)
 ZEN4 = "model name\t: AMD EPYC 9654 96-Core Processor\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n"
 SKYLAKE = "model name\t: Intel(R) Xeon(R) Gold 6148 CPU @ 2.40GHz\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n"
 
@@ -42,8 +44,7 @@ def test_env_command_reports_this_machine(capsys):
 
 
 def test_compiled_model_captions_as_eager(hf_models):
-    images = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 40, 3), dtype=np.uint8))
-              for i in range(2)]
+    images = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 40, 3), dtype=np.uint8)) for i in range(2)]
     eager = blip.load(hf_models["caption"][1]).caption(images)
     # The eager backend traces with dynamo (graph capture, guards, dynamic lengths) without inductor's C++ build.
     compiled = blip.load(hf_models["caption"][1]).compile(backend="eager").caption(images)

@@ -26,8 +26,12 @@ def cpu_facts(cpuinfo: str | None = None) -> dict:
             model = value.strip()
         elif key.strip() in ("flags", "Features") and not flags:
             flags = set(value.split())
-    return {"cpu": model, "logical_cores": os.cpu_count(), **{f: f in flags for f in BF16_FLAGS},
-            "avx512f": "avx512f" in flags}
+    return {
+        "cpu": model,
+        "logical_cores": os.cpu_count(),
+        **{f: f in flags for f in BF16_FLAGS},
+        "avx512f": "avx512f" in flags,
+    }
 
 
 def bf16_verdict(facts: dict) -> str:
@@ -35,8 +39,10 @@ def bf16_verdict(facts: dict) -> str:
     if facts["amx_bf16"] and facts["amx_tile"]:
         return "yes: AMX bf16 tiles; expect bf16 several times faster than fp32 (use --dtype bfloat16)"
     if facts["avx512_bf16"]:
-        return ("yes: AVX512-BF16 (no AMX); measured about 2.5x on a Zen 4 for captioning (BENCHMARKS.md); "
-                "use --dtype bfloat16")
+        return (
+            "yes: AVX512-BF16 (no AMX); measured about 2.5x on a Zen 4 for captioning (BENCHMARKS.md); "
+            "use --dtype bfloat16"
+        )
     return "no: this CPU has no bf16 matrix instructions; bf16 is emulated and slower, keep float32"
 
 
@@ -44,15 +50,22 @@ def facts() -> dict:
     """Everything `blip env` prints, as one dict."""
     import torch
 
-    out = {"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-           "cpu_capability": torch.backends.cpu.get_cpu_capability(), **cpu_facts()}
+    out = {
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        **cpu_facts(),
+    }
     out["bf16_pays_on_cpu"] = bf16_verdict(out)
     out["cuda"] = torch.cuda.is_available()
     if out["cuda"]:
         gpus = [torch.cuda.get_device_properties(i) for i in range(torch.cuda.device_count())]
         out["gpus"] = [f"{g.name} (compute {g.major}.{g.minor}, {g.total_memory / 2**30:.0f} GiB)" for g in gpus]
-        out["bf16_pays_on_gpu"] = ("yes: bf16 tensor cores (the default on cuda)" if torch.cuda.is_bf16_supported()
-                                   else "no: this GPU has no bf16 support; use --dtype float32")
+        out["bf16_pays_on_gpu"] = (
+            "yes: bf16 tensor cores (the default on cuda)"
+            if torch.cuda.is_bf16_supported()
+            else "no: this GPU has no bf16 support; use --dtype float32"
+        )
     return out
 
 
@@ -65,9 +78,12 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `blip env`."""
-    p = sub.add_parser("env", help="print torch/CPU/GPU facts and whether bf16 pays here",
-                       description="Print torch, CPU and GPU facts, including whether the CPU has bf16 matrix "
-                                   "units (AMX: amx_bf16 + amx_tile; AVX512-BF16: avx512_bf16) and so whether "
-                                   "--dtype bfloat16 should be faster than float32.")
+    p = sub.add_parser(
+        "env",
+        help="print torch/CPU/GPU facts and whether bf16 pays here",
+        description="Print torch, CPU and GPU facts, including whether the CPU has bf16 matrix "
+        "units (AMX: amx_bf16 + amx_tile; AVX512-BF16: avx512_bf16) and so whether "
+        "--dtype bfloat16 should be faster than float32.",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
