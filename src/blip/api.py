@@ -109,6 +109,8 @@ class Blip:
                             f"{model.cfg.text.vocab_size}")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        if dtype == "bfloat16":
+            _cast_to_bf16(self.model)
         self.tokenizer = tokenizer
         self.dtype = dtype
         self.report = report  # what the checkpoint loader did (format, ignored keys, defaults)
@@ -120,10 +122,20 @@ class Blip:
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The precision context for this model's forward passes (bf16 autocast, or nothing)."""
-        # bf16 through autocast: matmuls in bf16, LayerNorm and softmax stay fp32 (no dtype errors on any device).
+        # bf16: weights cast once (_cast_to_bf16) and autocast on top, so matmuls run in bf16 without re-casting the
+        # weights, while LayerNorm, softmax and fp32 inputs follow autocast's rules (LayerNorm and softmax in fp32).
+        # Measured on a Zen 4 CPU (BENCHMARKS.md, issue 15), this beat autocast alone and a cast alone.
         if self.dtype == "bfloat16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    def compile(self, backend: str = "inductor") -> "Blip":
+        """torch.compile the vision encoder and the decoder step in place (compiled on first use; see BENCHMARKS.md)."""
+        self.model.visual_encoder.compile(backend=backend)
+        if self.model.has("text_decoder"):
+            # The step's sequence and cache lengths change every step: compile once for all lengths.
+            self.model.text_decoder.compile(backend=backend, dynamic=True)
+        return self
 
     def _need(self, part: str, what: str) -> None:
         if not self.model.has(part):
@@ -264,7 +276,7 @@ class Blip:
                 if self.model.has("itm"):
                     row["itm"] = self.model.itm_logits(embeds, ids, mask).float().softmax(-1)[:, 1]
                 if self.model.has("itc"):
-                    row["itc"] = (self.model.image_embed(embeds) * self.model.text_embed(ids, mask)).sum(-1).float()
+                    row["itc"] = (self.model.image_embed(embeds).float() * self.model.text_embed(ids, mask).float()).sum(-1)
             if not row:
                 raise BlipError("match needs a model with an ITM or ITC head (a retrieval or pretrained checkpoint)")
             results += [{k: float(v[i]) for k, v in row.items()} for i in range(len(ids))]
@@ -428,13 +440,25 @@ class Blip:
         top_probs, top_ids = first.index_select(1, ans_ids[:, 1]).topk(k, dim=1)
         cand_ids = ans_ids[top_ids.view(-1)]
         cand_mask = ans_mask[top_ids.view(-1)]
-        logits = decoder(cand_ids, cand_mask, image_mask=qmask, cross_kv=cross_kv)
+        logits = decoder(cand_ids, cand_mask, image_mask=qmask, cross_kv=cross_kv).float()
         scores = -lm_loss(logits, cand_ids, cand_mask, label_smoothing=self.cfg.label_smoothing).view(q, k)
         if top is not None:
             ranked = scores.argsort(dim=1, descending=True)[:, :top]
             return [[Answer(answers[int(top_ids[i, j])], float(scores[i, j])) for j in ranked[i]] for i in range(q)]
         best = scores.argmax(dim=1)
         return [Answer(answers[int(top_ids[i, best[i]])], float(scores[i, best[i]])) for i in range(q)]
+
+
+def _cast_to_bf16(model: torch.nn.Module) -> None:
+    """Cast every weight to bf16 in place except LayerNorms' (autocast runs LayerNorm in fp32 on fp32 weights)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.LayerNorm):
+            continue
+        for p in module.parameters(recurse=False):
+            p.data = p.data.to(torch.bfloat16)
+        for name, b in module.named_buffers(recurse=False):
+            if b.is_floating_point():
+                setattr(module, name, b.to(torch.bfloat16))
 
 
 def _pair(images: Images, texts: Texts) -> tuple[list[Any], list[str]]:

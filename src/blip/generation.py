@@ -14,6 +14,9 @@ import torch
 from blip.model.text import KVCache, LayerKV, TextDecoder
 
 NEG = -1.0e9
+# Whether every sequence has ended is read on the host (a device synchronisation) only every this many steps:
+# finished rows and closed sources are masked on the device meanwhile, so the output does not depend on it.
+SYNC_EVERY = 4
 
 
 @dataclass
@@ -109,7 +112,7 @@ def _sample_or_greedy(decoder: TextDecoder, prompt: torch.Tensor, cross_kv: list
     logprob = torch.zeros(rows, device=prompt.device)
     num_tokens = torch.zeros(rows, dtype=torch.long, device=prompt.device)
     done = torch.zeros(rows, dtype=torch.bool, device=prompt.device)
-    cache = KVCache()
+    cache = KVCache(capacity=seqs.shape[1])
     step_input = prompt
     for length in range(p, cfg.max_length):
         logits = decoder(step_input, image_mask=cross_mask, cross_kv=cross_kv, cache=cache, last_only=True).float()
@@ -126,8 +129,8 @@ def _sample_or_greedy(decoder: TextDecoder, prompt: torch.Tensor, cross_kv: list
         num_tokens += (~done).long()
         seqs[:, length] = token
         done |= token == eos_id
-        if bool(done.all()):
-            seqs = seqs[:, : length + 1]
+        if (length - p) % SYNC_EVERY == SYNC_EVERY - 1 and bool(done.all()):
+            seqs = seqs[:, : p + int(num_tokens.max())]
             break
         step_input = token[:, None]
     return Generated(seqs, logprob, num_tokens)
@@ -143,7 +146,7 @@ def _beam_search(decoder: TextDecoder, prompt: torch.Tensor, cross_kv: list[Laye
     reference = cfg.length_norm == "reference"
 
     # The prompt is run once per source, then its cache is copied to the K beams.
-    cache = KVCache()
+    cache = KVCache(capacity=max_len)
     logits = decoder(prompt, image_mask=cross_mask, cross_kv=cross_kv, cache=cache, last_only=True).float()
     cache.reorder(torch.arange(b, device=device).repeat_interleave(k))
     logits = logits.repeat_interleave(k, dim=0)
@@ -205,7 +208,7 @@ def _beam_search(decoder: TextDecoder, prompt: torch.Tensor, cross_kv: list[Laye
                 state = _keep_best(state, capped, running, running_raw, length + 1 - p,
                                    open_batch[:, None].expand(-1, k))
             break
-        if not bool(open_batch.any()):
+        if (length - p) % SYNC_EVERY == SYNC_EVERY - 1 and not bool(open_batch.any()):
             break
         rows = (cand_beam.gather(1, live) + torch.arange(b, device=device)[:, None] * k).view(-1)
         cache.reorder(rows)

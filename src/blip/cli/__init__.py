@@ -11,7 +11,7 @@ from blip.errors import BlipError
 
 # Each module defines add_parser(subparsers) and sets `func` on its parser; the func returns an exit code.
 COMMANDS = ("caption", "ask", "match", "convert", "data", "pretrain", "finetune", "evaluate", "capfilt", "chain", "demo",
-            "nlvr", "index", "search", "gradcam", "serve")
+            "nlvr", "index", "search", "gradcam", "serve", "env")
 
 
 def _has_default(action: argparse.Action) -> bool:

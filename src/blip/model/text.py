@@ -20,27 +20,40 @@ LayerKV = tuple[torch.Tensor, torch.Tensor]
 
 
 class KVCache:
-    """Self-attention keys and values of the tokens decoded so far, one entry per layer."""
+    """Self-attention keys and values of the tokens decoded so far, one entry per layer.
 
-    def __init__(self) -> None:
+    With a `capacity` (the longest sequence to be decoded) each layer's buffers are allocated once and every step
+    writes its keys/values in place, so decoding does no concatenation per step; without one they grow by doubling.
+    """
+
+    def __init__(self, capacity: int | None = None) -> None:
+        self.capacity = capacity
         self.layers: list[LayerKV | None] = []
-
-    @property
-    def length(self) -> int:
-        return 0 if not self.layers or self.layers[0] is None else self.layers[0][0].shape[2]
+        self.length = 0  # tokens stored in every layer (advanced once per forward, after the last layer)
 
     def update(self, index: int, k: torch.Tensor, v: torch.Tensor) -> LayerKV:
-        """Append this step's k, v for layer `index` and return the whole history."""
+        """Write this step's k, v for layer `index` after the stored tokens and return views of the whole history."""
         while len(self.layers) <= index:
             self.layers.append(None)
-        past = self.layers[index]
-        if past is not None:
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        self.layers[index] = (k, v)
-        return k, v
+        end = self.length + k.shape[2]
+        buffers = self.layers[index]
+        if buffers is None or buffers[0].shape[2] < end:
+            size = max(end, self.capacity or 0, 2 * buffers[0].shape[2] if buffers is not None else 0)
+            grown = tuple(x.new_empty(x.shape[0], x.shape[1], size, x.shape[3]) for x in (k, v))
+            if buffers is not None:
+                for new, old in zip(grown, buffers):
+                    new[:, :, : self.length] = old[:, :, : self.length]
+            buffers = self.layers[index] = grown
+        buffers[0][:, :, self.length : end] = k
+        buffers[1][:, :, self.length : end] = v
+        return buffers[0][:, :, :end], buffers[1][:, :, :end]
+
+    def advance(self, steps: int) -> None:
+        """Count `steps` more stored tokens (every layer has written them)."""
+        self.length += steps
 
     def reorder(self, rows: torch.Tensor) -> None:
-        """Keep (and duplicate) batch rows, as beam search does when beams are re-ranked."""
+        """Keep (and duplicate) batch rows, as beam search does when beams are re-ranked (no host synchronisation)."""
         self.layers = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in self.layers]
 
 
@@ -244,6 +257,8 @@ class TextTransformer(nn.Module):
             if cross_kv is not None:
                 cross = cross_kv[i] if cross_kv[i] is not None else layer.crossattention.kv(image_embeds)
             x = layer(x, self_mask, cross, cross_mask, cache, i)
+        if cache is not None:
+            cache.advance(input_ids.shape[1])
         return x
 
 

@@ -34,7 +34,9 @@ def retrieval_scores(model: Blip, rs: RetrievalSet, k_test: int = 256, batch_siz
     texts = [pre_caption(t, max_words) for t in rs.texts]
     ids, mask = model.tokenizer(texts, max_length=35)
     ids, mask = ids.to(device), mask.to(device)
-    text_feats = torch.cat([m.text_embed(ids[s : s + 256], mask[s : s + 256]) for s in range(0, len(ids), 256)])
+    with model.autocast():  # a bf16 model's weights are bf16: its text features too must run under autocast
+        text_feats = torch.cat([m.text_embed(ids[s : s + 256], mask[s : s + 256]).float()
+                                for s in range(0, len(ids), 256)])
     embeds, image_feats = [], []
     progress = Progress(len(rs.images), "encoding images")
     for s in range(0, len(rs.images), batch_size):
