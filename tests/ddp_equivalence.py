@@ -7,9 +7,9 @@ import torch
 import torch.distributed as dist
 
 from blip.model.config import preset
-from blip.training.distributed import rank, world_size
+from blip.distributed import rank, world_size
 from blip.training.pretrain import BlipPretrain
-from blip.training.trainer import setup_distributed
+from blip.distributed import setup_distributed
 
 setup_distributed()
 torch.manual_seed(0)

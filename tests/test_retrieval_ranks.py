@@ -38,8 +38,8 @@ def worker(out: str) -> None:
     """One torchrun rank: score its share, save the full matrices and the pairs it scored."""
     import torch.distributed as dist
 
-    from blip.training.distributed import rank
-    from blip.training.trainer import setup_distributed
+    from blip.distributed import rank
+    from blip.distributed import setup_distributed
 
     setup_distributed()
     scored: list[tuple[int, int]] = []

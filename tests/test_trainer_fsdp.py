@@ -49,7 +49,7 @@ def worker(out: Path) -> None:
     """Train the three ways (this process is one torchrun rank); rank 0 saves what the test compares."""
     from blip.checkpoint import save_pretrained
     from blip.model.config import preset
-    from blip.training.distributed import rank
+    from blip.distributed import rank
     from blip.training.pretrain import BlipPretrain
     from blip.training.trainer import TrainConfig, Trainer
 

@@ -37,10 +37,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from blip.training.distributed import rank
+    from blip.distributed import rank
 
     if args.task in ("retrieval", "video-retrieval"):
-        from blip.training.trainer import setup_distributed
+        from blip.distributed import setup_distributed
 
         # Under torchrun every rank computes all ITC features and ITM-scores its share of the queries.
         setup_distributed()

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from blip.training.distributed import is_distributed, rank, world_size
+from blip.distributed import is_distributed, rank, world_size
 
 # Scores (image indices, text indices) pairwise: both are 1-D long tensors of the same length P; returns P scores.
 PairScorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -32,7 +32,7 @@ from blip.inference.engine import (
     wait_for_ranks,
 )
 from blip.inference.outputs import sidecar_path, table_format, write_sidecar, write_table
-from blip.training.distributed import rank
+from blip.distributed import rank
 
 
 @dataclass

@@ -37,7 +37,7 @@ from blip.data.robust import SkipCounter
 from blip.data.webdata import _webdataset, truncated_tar
 from blip.errors import BlipError, ImageError
 from blip.images import MAX_PIXELS, load_image
-from blip.training.distributed import is_distributed, rank, world_size
+from blip.distributed import is_distributed, rank, world_size
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 SHARD_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")

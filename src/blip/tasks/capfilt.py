@@ -44,7 +44,7 @@ from blip.inference.engine import (
     wait_for_ranks,
     write_atomic,
 )
-from blip.training.distributed import rank
+from blip.distributed import rank
 
 
 @dataclass

@@ -17,8 +17,8 @@ from blip.data.webdata import WebDatasetPairs, expand_shards
 from blip.errors import BlipError
 from blip.model.blip import BlipModel
 from blip.tokenizer import Tokenizer
-from blip.training.distributed import rank, world_size
-from blip.training.trainer import LossFn, TrainConfig, Trainer, setup_distributed
+from blip.distributed import rank, setup_distributed, world_size
+from blip.training.trainer import LossFn, TrainConfig, Trainer
 
 READERS = {"pretrain_json": read_pretrain_json, "karpathy": read_karpathy_train, "table": read_table}
 

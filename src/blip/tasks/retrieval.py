@@ -21,7 +21,7 @@ from blip.model.config import for_task
 from blip.progress import Progress
 from blip.tasks.common import image_transform, read_sources, tokenizer_or_bert, train_and_save
 from blip.tokenizer import Tokenizer
-from blip.training.distributed import rank
+from blip.distributed import rank
 from blip.training.retrieval import BlipRetrievalTrain
 from blip.training.trainer import StepInfo, TrainConfig
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from blip.model.blip import BlipModel
 from blip.model.config import BlipConfig
-from blip.training.distributed import gather, gather_padded, gather_with_grad, rank
+from blip.distributed import gather, gather_padded, gather_with_grad, rank
 
 MOMENTUM_PAIRS = (("visual_encoder", "visual_encoder_m"), ("vision_proj", "vision_proj_m"),
                   ("text_encoder", "text_encoder_m"), ("text_proj", "text_proj_m"))

@@ -15,7 +15,7 @@ from torch import nn
 from blip.model.config import PARTS, BlipConfig
 from blip.model.losses import lm_loss
 from blip.training.contrastive import MomentumContrastive
-from blip.training.distributed import rank, world_size
+from blip.distributed import rank, world_size
 
 @dataclass
 class PretrainLosses:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from blip.model.config import BlipConfig
 from blip.training.contrastive import MomentumContrastive
-from blip.training.distributed import gather
+from blip.distributed import gather
 
 
 class BlipRetrievalTrain(MomentumContrastive):

@@ -40,7 +40,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_
 from blip.data.robust import SkipCounter, collate
 from blip.errors import BlipError
 from blip.progress import Progress
-from blip.training.distributed import average_gradients, fully_shard_model, is_distributed, rank, world_size
+from blip.distributed import is_distributed, rank, setup_distributed, world_size
+from blip.training.fsdp import average_gradients, fully_shard_model
 
 LossFn = Callable[[nn.Module, dict[str, Any], "StepInfo"], dict[str, torch.Tensor]]
 
@@ -191,19 +192,6 @@ class SeededDataset(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(self.seed * 1_000_003 + key)
             return self.dataset[key % len(self)]
-
-
-def setup_distributed() -> torch.device:
-    """Join the torchrun process group when launched by torchrun (NCCL on GPU, gloo on CPU); pick the device."""
-    if "RANK" in os.environ and not is_distributed():
-        # GPU runs also reduce small CPU tensors (batch sizes, end-of-stream flags): gloo carries those.
-        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-    if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        torch.cuda.set_device(local)
-        return torch.device("cuda", local)
-    return torch.device("cpu")
 
 
 def _rng_state() -> dict[str, Any]:
