@@ -9,7 +9,7 @@ from PIL import Image
 
 import blip
 from blip.errors import BlipError
-from conftest import CLS, DEC, ENC, SEP, VOCAB
+from conftest import CLS, DEC, ENC, SEP
 
 
 def image(seed: int, size: int = 40) -> Image.Image:
@@ -38,10 +38,8 @@ def test_caption_text_and_confidence(hf_models):
         assert cap.itm is None  # a captioning checkpoint has no ITM head
 
 
-def hf_caption_logprob(hf, pixels: torch.Tensor, text: str, with_end: bool) -> float:
-    """transformers' log-probability of "a picture of " + text given one image, the end token included or not."""
-    # Word by word through the vocabulary: a sampled caption may hold special tokens such as [DEC].
-    ids = [DEC, 5, 6, 7] + [VOCAB.index(w) for w in text.split()] + ([SEP] if with_end else [])
+def hf_caption_logprob(hf, pixels: torch.Tensor, ids: list[int]) -> float:
+    """transformers' log-probability of a caption's generated ids ([DEC] + 3 prompt tokens first) given one image."""
     with torch.no_grad():
         image_embeds = hf.vision_model(pixel_values=pixels[None])[0]
         logits = hf.text_decoder(input_ids=torch.tensor([ids]), encoder_hidden_states=image_embeds).logits
@@ -64,9 +62,9 @@ def test_nucleus_sampling_is_seeded_and_batched(hf_models):
         assert len(caps) == 9
         for k, cap in enumerate(caps):
             tokens = round(cap.logprob / cap.mean_logprob)  # generated tokens, the end token when it came
-            words = len(cap.text.split())
-            assert tokens in (words, words + 1)
-            want = hf_caption_logprob(hf, pixels[k // 3], cap.text, with_end=tokens == words + 1)
+            assert cap.ids[:4] == [DEC, 5, 6, 7] and len(cap.ids) == 4 + tokens
+            assert cap.text == model.tokenizer.decode(cap.ids[4:])
+            want = hf_caption_logprob(hf, pixels[k // 3], cap.ids)
             assert cap.logprob == pytest.approx(want, abs=1e-3), (batch_size, k, cap.text)
     # With a vanishing top_p only the most likely token survives, so sampling is greedy decoding (same repetition
     # penalty and min length) for any batch size, and equal to transformers' greedy search.

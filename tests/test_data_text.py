@@ -30,3 +30,12 @@ def test_swap_left_right_only_whole_words():
     assert swap_left_right("the left image has more than the right one") == \
         "the right image has more than the left one"
     assert swap_left_right("leftover rights") == "leftover rights"
+
+
+def test_dec_and_enc_already_in_a_vocab_are_special_and_decoded_away():
+    from blip.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "dog", "[DEC]", "[ENC]"])
+    assert (len(tok), tok.dec_id, tok.enc_id) == (9, 7, 8)  # their own ids, nothing appended
+    assert tok.decode([tok.dec_id, 5, 6, tok.sep_id]) == "a dog"
+    assert tok.encode("[ENC] a dog") == [tok.cls_id, tok.enc_id, 5, 6, tok.sep_id]

@@ -20,8 +20,9 @@ class Tokenizer:
     """Text -> (ids, mask) with [CLS] first and [SEP] last; ids of [PAD], [CLS], [SEP], [DEC] and [ENC]."""
 
     def __init__(self, tok: HFTokenizer):
-        # Adding is idempotent: a tokenizer saved by us (or one that already has them) keeps its ids.
-        tok.add_special_tokens([t for t in BLIP_TOKENS if tok.token_to_id(t) is None])
+        # Adding is idempotent: a tokenizer saved by us (or one that already has them) keeps its ids, and a vocabulary
+        # that lists them as plain words gets them marked special, so decode() drops them.
+        tok.add_special_tokens(list(BLIP_TOKENS))
         self.tok = tok
         ids = {t: tok.token_to_id(t) for t in ("[PAD]", "[CLS]", "[SEP]") + BLIP_TOKENS}
         missing = [t for t, i in ids.items() if i is None]
