@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import random
@@ -181,3 +182,33 @@ def test_progress_prints_lines_when_not_a_terminal(capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[0].startswith("blip: 4/10 images,") and "img/s" in lines[0] and "ETA" in lines[0]
     assert lines[-1].startswith("blip: 10/10 images,")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_members_are_listed_from_tar_headers_and_digests_are_of_the_raw_bytes(tmp_path, workers):
+    images = {f"{i:03d}.jpg": jpeg_bytes(i) for i in range(3)}
+    full = write_tar(tmp_path / "full.tar", {**images, "000.txt": b"a caption"})
+    with tarfile.open(full) as tar:
+        cut_at = tar.getmember("002.jpg").offset_data + 10  # the third image cut in the middle
+    write_tar(tmp_path / "cut.tar", images, cut=cut_at)
+    (tmp_path / "list.txt").write_text("cut.tar\n")
+    (tmp_path / "a.png").write_bytes(jpeg_bytes(9))
+    counter = SkipCounter()
+    units = plan_units([str(full), str(tmp_path / "list.txt"), str(tmp_path / "a.png")], counter=counter,
+                       members=True)
+    entries = [e for u in units for e in u.entries]
+    # The shard members by offset (tarfile's own reading of the headers), the cut one counted, not listed.
+    with tarfile.open(full) as tar:
+        expected = [(f"{full}#{m.name[:3]}", m.offset_data, m.size) for m in tar if m.name.endswith(".jpg")]
+    assert [(e.key, e.offset, e.size) for e in entries[:3]] == expected
+    assert [e.key for e in entries[3:5]] == [f"{tmp_path / 'cut.tar'}#000", f"{tmp_path / 'cut.tar'}#001"]
+    assert dict(counter.skipped) == {"truncated": 1, "bad_shard": 1}
+    assert entries[5].path == str(tmp_path / "a.png") and entries[5].offset == -1
+    got = {}
+    for batch in stream_batches(units, TRANSFORM, batch_size=2, workers=workers, digest=True):
+        assert not batch.skipped
+        got.update({k: m["__sha256__"] for k, m in zip(batch.keys, batch.meta)})
+    raw = {**{f"{full}#{n[:3]}": d for n, d in images.items()},
+           **{f"{tmp_path / 'cut.tar'}#{n[:3]}": d for n, d in list(images.items())[:2]},
+           str(tmp_path / "a.png"): jpeg_bytes(9)}
+    assert got == {k: hashlib.sha256(d).hexdigest() for k, d in raw.items()}

@@ -22,7 +22,6 @@ import math
 import os
 import re
 import sys
-import tarfile
 import uuid
 import warnings
 import weakref
@@ -38,18 +37,18 @@ from blip.data.robust import SkipCounter
 from blip.data.text import pre_caption
 from blip.errors import BlipError, ImageError
 from blip.images import ImageSource, load_image
+from blip.inference.engine import Entry, Unit, plan_units, stream_batches
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from blip.api import Blip
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-SHARD_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")  # what webdataset shards hold (blip.data.webdata)
 # Up to this many vectors the exact search is fast enough (BENCHMARKS.md: search index); faiss above it.
 EXACT_UP_TO = 200_000
 CHUNK_ROWS = 65_536  # rows of float16 scored at a time by the exact search
 SCORE_BAND = 4e-3  # float16 scores within this of the k-th best are rescored in float32 (exact_top_k)
+UNIT_SIZE = 1000  # images per engine unit: a worker decodes one batch of a unit at a time
 COLUMNS = ("key", "source", "offset", "size", "mtime", "sha256")
 MAX_WORDS = 30  # text queries are cleaned as the reference's retrieval evaluation cleans captions
 
@@ -99,69 +98,6 @@ class BuildReport:
         return line
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Reading the collection. scan_sources lists images cheaply (stat and tar headers only); read_batches is the one
-# place images are read and decoded, so a streaming engine can take its place.
-
-
-def scan_sources(sources: Sequence[str], counter: SkipCounter) -> list[Item]:
-    """Images of files, folders (recursive), .txt list files (one path a line) and webdataset .tar shards."""
-    items: list[Item] = []
-    for source in sources:
-        if any(ch in source for ch in "*?[{"):
-            from blip.data.webdata import expand_shards
-
-            expanded = expand_shards(source)
-            if not expanded:
-                counter.skip("missing", f"{source}: matches no file")
-            items += scan_sources(expanded, counter)
-            continue
-        path = Path(source)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and
-                           (p.suffix.lower() in IMAGE_SUFFIXES or p.suffix.lower() == ".tar"))
-            items += scan_sources([str(p) for p in files], counter)
-        elif not path.exists():
-            counter.skip("missing", f"{source}: no such file")
-        elif path.suffix.lower() == ".tar":
-            items += _scan_tar(path, counter)
-        elif path.suffix.lower() == ".txt":
-            lines = [s.strip() for s in path.read_text(encoding="utf-8", errors="replace").splitlines()]
-            # Relative entries are relative to the list file's folder, so a list travels with its images.
-            items += scan_sources([str(path.parent / s) for s in lines if s and not s.startswith("#")], counter)
-        else:
-            st = path.stat()
-            items.append(Item(os.path.abspath(path), os.path.abspath(path), -1, st.st_size, st.st_mtime))
-    return items
-
-
-def _scan_tar(path: Path, counter: SkipCounter) -> list[Item]:
-    """The image members of a tar shard, keyed "shard.tar#KEY" as webdataset names samples."""
-    from blip.data.webdata import truncated_tar
-
-    source = os.path.abspath(path)
-    items = []
-    problem = truncated_tar(source)
-    try:
-        with tarfile.open(source, "r:") as tar:
-            for member in tar:
-                stem, _, ext = os.path.basename(member.name).partition(".")
-                if member.isfile() and ext.lower() in SHARD_IMAGE_EXTENSIONS:
-                    key = os.path.join(os.path.dirname(member.name), stem)
-                    items.append(Item(f"{source}#{key}", source, member.offset_data, member.size, float(member.mtime)))
-    except (tarfile.TarError, OSError) as e:
-        problem = problem or f"unreadable tar ({e})"
-    if problem:
-        # A cut shard keeps the members that lie wholly before the cut; the partial one is counted as truncated.
-        end = os.path.getsize(source)
-        whole = [it for it in items if it.offset + it.size <= end]
-        if len(whole) < len(items):
-            counter.skip("truncated", f"{items[-1].key}: cut off by the end of the shard")
-        counter.skip("bad_shard", f"{source}: {problem}")
-        items = whole
-    return items
-
-
 def read_bytes(item: Item) -> bytes:
     """The encoded image of an item, from its file or from its shard."""
     if item.offset < 0:
@@ -169,31 +105,6 @@ def read_bytes(item: Item) -> bytes:
     with open(item.source, "rb") as f:
         f.seek(item.offset)
         return f.read(item.size)
-
-
-def read_batches(items: Sequence[Item], transform: Any, batch_size: int,
-                 counter: SkipCounter) -> Iterator[tuple[list[Item], torch.Tensor]]:
-    """Batches of (items, pixels); bad images are skipped and counted by reason. Fills each item's sha256."""
-    batch: list[Item] = []
-    pixels: list[torch.Tensor] = []
-    for item in items:
-        try:
-            data = read_bytes(item)
-            image = load_image(data)
-        except FileNotFoundError:
-            counter.skip("missing", f"{item.key}: no such file")
-            continue
-        except ImageError as e:
-            counter.skip(e.reason, f"{item.key}: {e}")
-            continue
-        item.sha256 = hashlib.sha256(data).hexdigest()
-        batch.append(item)
-        pixels.append(transform(image))
-        if len(batch) == batch_size:
-            yield batch, torch.stack(pixels)
-            batch, pixels = [], []
-    if batch:
-        yield batch, torch.stack(pixels)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -357,8 +268,11 @@ class IndexWriter:
 
 def build_index(model: Blip, sources: Sequence[str], out: str | os.PathLike, batch_size: int = 32,
                 shard_size: int = 1024, nn: str = "auto", recall_target: float = 0.95,
-                progress: Callable[[int], Any] | None = None, model_source: dict[str, Any] | None = None) -> Index:
+                progress: Callable[[int], Any] | None = None, model_source: dict[str, Any] | None = None,
+                workers: int = 0) -> Index:
     """Embed every new or changed image of sources into the index at out; drop rows of images no longer there.
+
+    Sources are listed and images decoded (in `workers` processes) by the streaming engine, blip.inference.engine.
 
     `nn`: exact, faiss or auto (faiss above EXACT_UP_TO vectors). `progress(n)` makes a bar (update(k)) for the n
     images to embed. `model_source`: how to load the model again (the command line records its --model, so
@@ -371,7 +285,7 @@ def build_index(model: Blip, sources: Sequence[str], out: str | os.PathLike, bat
     if model_source:
         writer.manifest["model"] = model_source
     counter = SkipCounter()
-    items = list({it.key: it for it in scan_sources(list(sources), counter)}.values())
+    items = list({it.key: it for it in _items(list(sources), counter)}.values())
     known = writer.known()
     before = writer.committed_keys()
     rows, todo = [], []
@@ -398,14 +312,26 @@ def build_index(model: Blip, sources: Sequence[str], out: str | os.PathLike, bat
 
     bar = progress(len(todo)) if progress is not None else None
     m = model.model
-    for batch, pixels in read_batches(todo, model.transform, batch_size, counter):
+    by_key = {it.key: it for it in todo}
+    # Only the images to embed are read: the engine gets them as list units of Entries (files or shard members).
+    units = [Unit(f"todo-{start // UNIT_SIZE:06d}", entries=[Entry(it.key, it.source, {}, it.offset, it.size)
+                                                             for it in todo[start:start + UNIT_SIZE]])
+             for start in range(0, len(todo), UNIT_SIZE)]
+    for batch in stream_batches(units, model.transform, batch_size, workers, digest=True):
+        for _, _, reason, message in batch.skipped:
+            counter.skip(reason, message)
+        if not batch.keys:
+            continue
         with torch.no_grad(), model.autocast():
-            features = m.image_embed(m.encode_image(pixels.to(model.device))).float().cpu().numpy()
-        pending_items.extend(batch)
+            features = m.image_embed(m.encode_image(batch.pixels.to(model.device))).float().cpu().numpy()
+        batch_items = [by_key[k] for k in batch.keys]
+        for it, meta in zip(batch_items, batch.meta):
+            it.sha256 = meta["__sha256__"]
+        pending_items.extend(batch_items)
         pending.append(features)
-        counter.ok(len(batch))
+        counter.ok(len(batch_items))
         if bar is not None:
-            bar.update(len(batch))
+            bar.update(len(batch_items) + len(batch.skipped))
         if len(pending_items) >= shard_size:
             flush()
     flush()
@@ -416,6 +342,27 @@ def build_index(model: Blip, sources: Sequence[str], out: str | os.PathLike, bat
     index = Index.open(out)
     index.build_report = report
     return index
+
+
+def _items(sources: list[str], counter: SkipCounter) -> list[Item]:
+    """Every image of the sources as listed by the engine's plan_units, with its size and mtime (stat or tar header);
+    nothing is read yet."""
+    items = []
+    for unit in plan_units(sources, counter=counter, members=True):
+        if unit.entries is None:
+            raise BlipError(f"{unit.shard}: an index reads local shards only (it keeps each member's offset)")
+        for e in unit.entries:
+            if e.offset >= 0:
+                items.append(Item(e.key, e.path, e.offset, e.size, e.meta["mtime"]))
+                continue
+            path = os.path.abspath(e.path)
+            try:
+                st = os.stat(path)
+            except OSError:
+                counter.skip("missing", f"{path}: no such file")
+                continue
+            items.append(Item(path, path, -1, st.st_size, st.st_mtime))
+    return items
 
 
 def _same_content(item: Item, sha256: str) -> bool:

@@ -20,6 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard-size", type=int, default=1024, help="images per feature shard (the unit kept on a kill)")
     p.add_argument("--recall-target", type=float, default=0.95,
                    help="faiss: smallest recall@10 against exact search when choosing nprobe")
+    p.add_argument("--workers", type=int, default=2, help="image decoding processes (default 2; 0: in this one)")
     add_model_args(p, batch_size=32)
     p.set_defaults(func=run)
 
@@ -30,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
               "tokenizer": os.path.abspath(args.tokenizer) if args.tokenizer else None,
               "image_size": args.image_size}
     index = model.index(args.sources, args.out, batch_size=args.batch_size, shard_size=args.shard_size, nn=args.nn,
-                        recall_target=args.recall_target, progress=progress_bar, model_source=source)
+                        recall_target=args.recall_target, progress=progress_bar, model_source=source,
+                        workers=args.workers)
     report = index.build_report
     print(f"{args.out}: {len(index)} images; {report.summary()}")
     return finish(dict(report.skipped.skipped), report.skipped.used + report.skipped.total_skipped)

@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import sys
+import tarfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -46,11 +47,17 @@ TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson", ".json"}
 
 @dataclass(frozen=True)
 class Entry:
-    """One image of a list: a stable key (the path as resolved), where to read it, and the list's other columns."""
+    """One image of a list: a stable key (the path as resolved), where to read it, and the list's other columns.
+
+    A member of a local tar shard has the shard as `path` and its bytes at [offset, offset + size) (offset -1: a
+    whole file).
+    """
 
     key: str
     path: str
     meta: dict[str, Any] = field(default_factory=dict)
+    offset: int = -1
+    size: int = -1
 
 
 @dataclass
@@ -152,12 +159,40 @@ def _list_entries(path: Path, image_root: str | None, counter: SkipCounter) -> l
     return out
 
 
+def _tar_members(shard: str, counter: SkipCounter) -> list[Entry]:
+    """The image members of a local tar shard from its headers (no image read), keyed "shard.tar#KEY" as
+    webdataset names samples; a member cut off by the end of the shard is counted as truncated."""
+    source = os.path.abspath(shard)
+    entries = []
+    problem = truncated_tar(source)
+    try:
+        with tarfile.open(source, "r:") as tar:
+            for member in tar:
+                stem, _, ext = os.path.basename(member.name).partition(".")
+                if member.isfile() and ext.lower() in SHARD_IMAGE_EXTENSIONS:
+                    key = os.path.join(os.path.dirname(member.name), stem)
+                    entries.append(Entry(f"{source}#{key}", source, {"mtime": float(member.mtime)},
+                                         member.offset_data, member.size))
+    except (tarfile.TarError, OSError) as e:
+        problem = problem or f"unreadable tar ({e})"
+    if problem:  # the members wholly before the cut are kept
+        end = os.path.getsize(source) if os.path.exists(source) else 0
+        whole = [e for e in entries if e.offset + e.size <= end]
+        if len(whole) < len(entries):
+            counter.skip("truncated", f"{entries[-1].key}: cut off by the end of the shard")
+        counter.skip("bad_shard", f"{source}: {problem}")
+        entries = whole
+    return entries
+
+
 def plan_units(sources: Sequence[str], unit_size: int = 1000, image_root: str | None = None,
-               counter: SkipCounter | None = None) -> list[Unit]:
+               counter: SkipCounter | None = None, members: bool = False) -> list[Unit]:
     """Units of every source, in the order given: shards one unit each, listed images in chunks of unit_size.
 
     Folders are searched recursively for image files (sorted); list files name images relative to their own
     folder (or image_root); any other file is taken as an image (a missing or bad one is skipped when read).
+    `members`: local tar shards (also those a list names) are listed member by member from their headers, as
+    list units of `Entry`s with offsets, so a caller can pick members before any is read (`blip index`).
     """
     if unit_size < 1:
         raise BlipError("--unit-size must be at least 1")
@@ -175,7 +210,9 @@ def plan_units(sources: Sequence[str], unit_size: int = 1000, image_root: str | 
         if path.is_dir():
             found = sorted(str(f) for f in path.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
             tars = sorted(str(f) for f in path.glob("*.tar"))
-            if not found and tars:
+            if not found and tars and members:
+                loose += [e for s in tars for e in _tar_members(s, counter)]
+            elif not found and tars:
                 units += [Unit(f"{index:03d}-shard-{Path(s).stem}", shard=s) for s in tars]
             loose += [Entry(f, f) for f in found]
         elif is_shard_source(source) and path.suffix.lower() not in IMAGE_SUFFIXES:
@@ -183,19 +220,27 @@ def plan_units(sources: Sequence[str], unit_size: int = 1000, image_root: str | 
             shards = _shards(source)
             if not shards:
                 raise BlipError(f"{source}: no tar shards found")
-            units += [Unit(f"{index:03d}-shard-{_stem(s)}", shard=s) for s in shards]
+            if members and "://" not in source and not source.startswith("pipe:"):
+                entries = [e for s in shards for e in _tar_members(s, counter)]
+                units += [Unit(f"{index:03d}-{_stem(source)}-{start // unit_size:06d}",
+                               entries=entries[start:start + unit_size]) for start in range(0, len(entries), unit_size)]
+            else:
+                units += [Unit(f"{index:03d}-shard-{_stem(s)}", shard=s) for s in shards]
         elif path.suffix.lower() in TABLE_SUFFIXES | {".txt"}:
             flush(index)
             if not path.is_file():
                 raise BlipError(f"{source}: no such list file")
             entries = _list_entries(path, image_root, counter)
+            if members:
+                entries = [m for e in entries for m in
+                           (_tar_members(e.path, counter) if e.path.endswith(".tar") else [e])]
             for start in range(0, len(entries), unit_size):
                 units.append(Unit(f"{index:03d}-{path.stem}-{start // unit_size:06d}",
                                   entries=entries[start:start + unit_size]))
         else:
             loose.append(Entry(source, source))
     flush(len(sources))
-    if not units:
+    if not units and not members:  # an index of sources that became empty is an empty index
         raise BlipError("no images given (the folders and lists held no image files)")
     return units
 
@@ -230,9 +275,9 @@ class _UnitStream(IterableDataset):
     """Batches of units, cut so that a worker's share (task t goes to worker t mod workers) is fixed."""
 
     def __init__(self, units: Sequence[Unit], transforms: Sequence[Callable[[Any], torch.Tensor]], batch_size: int,
-                 max_pixels: int, keep_bytes: bool):
+                 max_pixels: int, keep_bytes: bool, digest: bool = False):
         self.units, self.transforms, self.batch_size = list(units), list(transforms), batch_size
-        self.max_pixels, self.keep_bytes = max_pixels, keep_bytes
+        self.max_pixels, self.keep_bytes, self.digest = max_pixels, keep_bytes, digest
         # Tasks: every batch of a list unit is one task; a shard is one task (read in order by one worker).
         self.tasks: list[tuple[int, int]] = []
         for u, unit in enumerate(self.units):
@@ -276,9 +321,15 @@ class _UnitStream(IterableDataset):
         start = part * self.batch_size
         for pos, entry in enumerate(unit.entries[start:start + self.batch_size], start):
             try:
-                rows.append((pos, entry.key, entry.meta, self._decode(entry.path)))
+                if self.digest or entry.offset >= 0:
+                    data = _read_entry(entry)
+                    meta = {**entry.meta, "__sha256__": hashlib.sha256(data).hexdigest()} if self.digest else entry.meta
+                    rows.append((pos, entry.key, meta, self._decode(data)))
+                else:
+                    rows.append((pos, entry.key, entry.meta, self._decode(entry.path)))
             except ImageError as e:
-                skipped.append((pos, entry.key, e.reason, str(e)))
+                message = str(e).replace("<bytes>", entry.key, 1)
+                skipped.append((pos, entry.key, e.reason, message))
         return self._make(unit, part, parts, rows, skipped, part == parts - 1)
 
     def _shard_batches(self, unit: Unit) -> Iterator[Batch]:
@@ -319,6 +370,23 @@ class _UnitStream(IterableDataset):
         yield self._make(unit, part, part + 1, rows, skipped, True)
 
 
+def _read_entry(entry: Entry) -> bytes:
+    """The encoded image of an entry: its file, or its byte range of a tar shard."""
+    try:
+        with open(entry.path, "rb") as f:
+            if entry.offset < 0:
+                return f.read()
+            f.seek(entry.offset)
+            data = f.read(entry.size)
+    except FileNotFoundError:
+        raise ImageError("missing", f"{entry.key}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError("not_image", f"{entry.key}: is a directory, not an image") from None
+    if len(data) < entry.size:
+        raise ImageError("truncated", f"{entry.key}: cut off by the end of the shard")
+    return data
+
+
 def _shard_meta(sample: dict[str, Any]) -> dict[str, Any]:
     """A shard sample's text (.txt) and JSON (.json) as metadata; undecodable ones are left out."""
     meta: dict[str, Any] = {}
@@ -341,19 +409,20 @@ def _worker_init(_: int) -> None:
 
 def stream_batches(units: Sequence[Unit], transform: Callable[[Any], torch.Tensor] | Sequence[Callable],
                    batch_size: int = 8, workers: int = 0, prefetch: int = 2, max_pixels: int = MAX_PIXELS,
-                   keep_bytes: bool = False) -> Iterator[Batch]:
+                   keep_bytes: bool = False, digest: bool = False) -> Iterator[Batch]:
     """Decode and transform the units' images in `workers` DataLoader processes (0: in this one), in batches.
 
     `transform` maps an RGB PIL image to a tensor (a list of transforms gives a tuple of tensors per image);
     at most `prefetch` batches per worker wait in memory. `keep_bytes` puts a shard sample's encoded image in
-    meta["__image__"] (and its extension in meta["__ext__"]).
+    meta["__image__"] (and its extension in meta["__ext__"]); `digest` puts the SHA-256 of a listed image's
+    encoded bytes in meta["__sha256__"].
     """
     if batch_size < 1:
         raise BlipError("--batch-size must be at least 1")
     if workers < 0:
         raise BlipError("--workers must be 0 or more")
     transforms = list(transform) if isinstance(transform, (list, tuple)) else [transform]
-    dataset = _UnitStream(units, transforms, batch_size, max_pixels, keep_bytes)
+    dataset = _UnitStream(units, transforms, batch_size, max_pixels, keep_bytes, digest)
     if not dataset.tasks:
         return iter(())
     workers = min(workers, len(dataset.tasks))
