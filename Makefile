@@ -18,6 +18,8 @@ $(CHROMIUM):
 	else echo "make: the browser test needs Debian's chromium: sudo apt-get install chromium" >&2; exit 1; fi
 
 test: $(STAMP) $(CHROMIUM)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(PY) -m pytest -q
 
 demo: $(STAMP)

@@ -53,10 +53,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     tok = bert_shaped_tokenizer()
-    captioner = Blip(BlipModel(preset("base", task="caption", **{"vision.image_size": args.image_size})), tok,
-                     args.device, args.dtype)
-    filt = Blip(BlipModel(preset("base", task="retrieval", **{"vision.image_size": args.image_size})), tok,
-                args.device, args.dtype)
+    captioner = Blip(
+        BlipModel(preset("base", task="caption", **{"vision.image_size": args.image_size})),
+        tok,
+        args.device,
+        args.dtype,
+    )
+    filt = Blip(
+        BlipModel(preset("base", task="retrieval", **{"vision.image_size": args.image_size})),
+        tok,
+        args.device,
+        args.dtype,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         rng = np.random.default_rng(0)
@@ -68,9 +76,15 @@ def main() -> None:
 
         def run(out: str, n: int) -> dict:
             (root / "part.json").write_text(json.dumps(pairs[:n]))
-            cc = CapFiltConfig(out=str(root / out), web=[str(root / "part.json")], image_root=str(root),
-                               batch_size=args.batch, unit_size=args.batch * 4, max_length=args.max_length,
-                               progress=False)
+            cc = CapFiltConfig(
+                out=str(root / out),
+                web=[str(root / "part.json")],
+                image_root=str(root),
+                batch_size=args.batch,
+                unit_size=args.batch * 4,
+                max_length=args.max_length,
+                progress=False,
+            )
             start = time.perf_counter()
             run_capfilt(cc, captioner, filt)
             if args.device.startswith("cuda"):
@@ -81,11 +95,23 @@ def main() -> None:
         timed = run("timed", args.images)
     ips = timed["images"] / timed["seconds"]
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
-    print(json.dumps({"device": device, "dtype": args.dtype, "threads": args.threads, "batch": args.batch,
-                      "image_size": args.image_size, "max_length": args.max_length, "images": timed["images"],
-                      "seconds": round(timed["seconds"], 2), "images_per_s": round(ips, 3),
-                      "hours_for_129M_images_on_one_device": round(WEB_IMAGES_IN_PAPER / ips / 3600, 1),
-                      "text_vocab": captioner.cfg.text.vocab_size}))
+    print(
+        json.dumps(
+            {
+                "device": device,
+                "dtype": args.dtype,
+                "threads": args.threads,
+                "batch": args.batch,
+                "image_size": args.image_size,
+                "max_length": args.max_length,
+                "images": timed["images"],
+                "seconds": round(timed["seconds"], 2),
+                "images_per_s": round(ips, 3),
+                "hours_for_129M_images_on_one_device": round(WEB_IMAGES_IN_PAPER / ips / 3600, 1),
+                "text_vocab": captioner.cfg.text.vocab_size,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -42,13 +42,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--beams", type=int, default=3)
     p.add_argument("--max-length", type=int, default=20, help="total length, prompt included (as both libraries)")
-    p.add_argument("--no-prompt", action="store_true", help="start from [DEC] alone (19 new tokens) instead of "
-                                                             "'[DEC] a picture of' (16 new tokens)")
+    p.add_argument(
+        "--no-prompt",
+        action="store_true",
+        help="start from [DEC] alone (19 new tokens) instead of '[DEC] a picture of' (16 new tokens)",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--warmup", type=int, default=None,
-                   help="untimed full-size runs per measurement (default 1 on GPU, 0 on CPU); a small untimed pass "
-                        "(batch 1, 2 new tokens) always runs first so page faults and kernel set-up are not timed")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="untimed full-size runs per measurement (default 1 on GPU, 0 on CPU); a small untimed pass "
+        "(batch 1, 2 new tokens) always runs first so page faults and kernel set-up are not timed",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-transformers", action="store_true", help="time our side only (no ratio, no id check)")
     p.add_argument("--profile", action="store_true", help="torch.profiler (CPU) of our side on one batch")
@@ -92,11 +99,28 @@ def hf_base_config():
     """transformers BlipConfig with the base preset's shapes and the released checkpoints' special ids."""
     from transformers import BlipConfig
 
-    text = dict(vocab_size=30524, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                intermediate_size=3072, max_position_embeddings=512, encoder_hidden_size=768,
-                bos_token_id=DEC, sep_token_id=SEP, eos_token_id=SEP, pad_token_id=PAD)
-    vision = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-                  image_size=384, patch_size=16, layer_norm_eps=1e-6)
+    text = dict(
+        vocab_size=30524,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        max_position_embeddings=512,
+        encoder_hidden_size=768,
+        bos_token_id=DEC,
+        sep_token_id=SEP,
+        eos_token_id=SEP,
+        pad_token_id=PAD,
+    )
+    vision = dict(
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        image_size=384,
+        patch_size=16,
+        layer_norm_eps=1e-6,
+    )
     return BlipConfig(text_config=text, vision_config=vision)
 
 
@@ -114,8 +138,11 @@ def build_models(seed: int, folder: Path):
     ours.eval()
     assert report.format == "transformers", report
     assert ours.has("text_decoder") and ours.cfg.text.vocab_size == 30524
-    print(f"built and loaded the weights in {time.perf_counter() - t0:.1f} s "
-          f"({sum(p.numel() for p in hf.parameters()) / 1e6:.0f} M parameters in transformers' model)", flush=True)
+    print(
+        f"built and loaded the weights in {time.perf_counter() - t0:.1f} s "
+        f"({sum(p.numel() for p in hf.parameters()) / 1e6:.0f} M parameters in transformers' model)",
+        flush=True,
+    )
     return hf, ours
 
 
@@ -138,9 +165,14 @@ class Runner:
         self.our_prompt = torch.tensor([[DEC] + words] * args.batch, device=self.device)
         # transformers replaces position 0 by bos ([DEC]) and drops the last token (the tokenizer's [SEP]).
         self.hf_prompt = torch.tensor([[CLS] + words + [SEP]] * args.batch, device=self.device)
-        self.gen = GenerationConfig(strategy="beam" if args.beams > 1 else "greedy", num_beams=args.beams,
-                                    max_length=args.max_length, min_length=args.max_length, suppress_eos=True,
-                                    length_norm="transformers")
+        self.gen = GenerationConfig(
+            strategy="beam" if args.beams > 1 else "greedy",
+            num_beams=args.beams,
+            max_length=args.max_length,
+            min_length=args.max_length,
+            suppress_eos=True,
+            length_norm="transformers",
+        )
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -172,10 +204,18 @@ class Runner:
     @torch.no_grad()
     def hf_caption(self) -> torch.Tensor:
         # min_length = max_length blocks [SEP] at every step (MinLengthLogitsProcessor), as suppress_eos does.
-        return self.hf.generate(pixel_values=self.pixels.to(self.hf.dtype), input_ids=self.hf_prompt.clone(),
-                                num_beams=self.args.beams, max_length=self.args.max_length,
-                                min_length=self.args.max_length, do_sample=False, early_stopping=False,
-                                length_penalty=1.0, repetition_penalty=1.0, num_return_sequences=1)
+        return self.hf.generate(
+            pixel_values=self.pixels.to(self.hf.dtype),
+            input_ids=self.hf_prompt.clone(),
+            num_beams=self.args.beams,
+            max_length=self.args.max_length,
+            min_length=self.args.max_length,
+            do_sample=False,
+            early_stopping=False,
+            length_penalty=1.0,
+            repetition_penalty=1.0,
+            num_return_sequences=1,
+        )
 
     @torch.no_grad()
     def warm_small(self) -> None:
@@ -183,14 +223,21 @@ class Runner:
         from blip.generation import GenerationConfig, generate
 
         p = self.our_prompt.shape[1]
-        gen = GenerationConfig(num_beams=self.args.beams, max_length=p + 2, min_length=p + 2, suppress_eos=True,
-                               length_norm="transformers")
+        gen = GenerationConfig(
+            num_beams=self.args.beams, max_length=p + 2, min_length=p + 2, suppress_eos=True, length_norm="transformers"
+        )
         with self.autocast():
             kv = self.ours.text_decoder.bert.cross_kv(self.ours.encode_image(self.pixels[:1]))
             generate(self.ours.text_decoder, self.our_prompt[:1], kv, None, gen, SEP, PAD)
         if not self.args.skip_transformers:
-            self.hf.generate(pixel_values=self.pixels[:1].to(self.hf.dtype), input_ids=self.hf_prompt[:1].clone(),
-                             num_beams=self.args.beams, max_length=p + 2, min_length=p + 2, do_sample=False)
+            self.hf.generate(
+                pixel_values=self.pixels[:1].to(self.hf.dtype),
+                input_ids=self.hf_prompt[:1].clone(),
+                num_beams=self.args.beams,
+                max_length=p + 2,
+                min_length=p + 2,
+                do_sample=False,
+            )
         self.sync()
 
     def timed(self, fn):
@@ -217,10 +264,22 @@ def check_ids(ours: torch.Tensor, theirs: torch.Tensor, args) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------- profile
-TOP = ("blip::vision", "blip::cross_kv_precompute", "blip::dec_embeddings", "blip::dec_layers", "blip::lm_head",
-       "blip::kv_cache_reorder", "blip::beam_logits_process")
-IN_LAYER = ("blip::self_attn_kv_proj", "blip::kv_cache_cat", "blip::self_attn_attend(q,sdpa,out)",
-            "blip::cross_attn_attend(q,sdpa,out)", "blip::ffn")
+TOP = (
+    "blip::vision",
+    "blip::cross_kv_precompute",
+    "blip::dec_embeddings",
+    "blip::dec_layers",
+    "blip::lm_head",
+    "blip::kv_cache_reorder",
+    "blip::beam_logits_process",
+)
+IN_LAYER = (
+    "blip::self_attn_kv_proj",
+    "blip::kv_cache_cat",
+    "blip::self_attn_attend(q,sdpa,out)",
+    "blip::cross_attn_attend(q,sdpa,out)",
+    "blip::ffn",
+)
 
 
 def _labelled(fn, name):
@@ -274,7 +333,8 @@ def uninstrument(undo) -> None:
 
 
 def profile(runner: Runner, rows: int) -> dict:
-    from torch.profiler import ProfilerActivity, profile as torch_profile, record_function
+    from torch.profiler import ProfilerActivity, record_function
+    from torch.profiler import profile as torch_profile
 
     undo = instrument(runner.ours)
     try:
@@ -298,14 +358,22 @@ def profile(runner: Runner, rows: int) -> dict:
     layers_us = inclusive.get("blip::dec_layers", 0.0)
     regions["blip::dec_layers_other (gelu, masks, glue)"] = layers_us - sum(inclusive.get(k, 0.0) for k in IN_LAYER)
     regions["blip::beam_search_rest (topk, gathers, log_softmax, ...)"] = total_us - sum(
-        inclusive.get(k, 0.0) for k in TOP)
+        inclusive.get(k, 0.0) for k in TOP
+    )
     print(f"=== where the time goes (one batch, {total_us / 1e6:.2f} s under the profiler) ===")
     for key, us in sorted(regions.items(), key=lambda kv: -kv[1]):
         print(f"  {key:58s} {us / 1e6:8.3f} s  {100 * us / total_us:5.1f} %")
-    top_ops = [{"op": e.key, "self_cpu_s": e.self_cpu_time_total / 1e6, "calls": e.count,
-                "share": e.self_cpu_time_total / total_us}
-               for e in sorted((e for e in averages if not e.key.startswith("blip::")),
-                               key=lambda e: -e.self_cpu_time_total)[:rows]]
+    top_ops = [
+        {
+            "op": e.key,
+            "self_cpu_s": e.self_cpu_time_total / 1e6,
+            "calls": e.count,
+            "share": e.self_cpu_time_total / total_us,
+        }
+        for e in sorted((e for e in averages if not e.key.startswith("blip::")), key=lambda e: -e.self_cpu_time_total)[
+            :rows
+        ]
+    ]
     return {"total_s": total_us / 1e6, "regions_s": {k: v / 1e6 for k, v in regions.items()}, "top_ops": top_ops}
 
 
@@ -324,8 +392,10 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     runner.warm_small()
     print(f"small warm-up pass (batch 1, both sides) {time.perf_counter() - t0:.1f} s", flush=True)
-    results: dict = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                     "environment": env}
+    results: dict = {
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "environment": env,
+    }
 
     if args.profile_only:
         results["profile"] = profile(runner, args.profile_rows)
@@ -333,8 +403,12 @@ def main(argv=None) -> int:
         return 0
 
     names = ["ours_vision", "ours_total"] + ([] if args.skip_transformers else ["hf_vision", "hf_total"])
-    calls = {"ours_vision": runner.ours_vision, "ours_total": runner.ours_caption,
-             "hf_vision": runner.hf_vision, "hf_total": runner.hf_caption}
+    calls = {
+        "ours_vision": runner.ours_vision,
+        "ours_total": runner.ours_caption,
+        "hf_vision": runner.hf_vision,
+        "hf_total": runner.hf_caption,
+    }
     for name in names:
         for _ in range(warmup):
             calls[name]()
@@ -350,8 +424,11 @@ def main(argv=None) -> int:
             outputs.setdefault(name, out)
             loads.append(os.getloadavg()[0])
             # CPU seconds / wall seconds below the thread count means the process waited (other load on the box).
-            print(f"repeat {r + 1}/{args.repeats}  {name:12s} {seconds:8.3f} s wall  {cpu_seconds:8.3f} s CPU  "
-                  f"load1 {loads[-1]:.2f}", flush=True)
+            print(
+                f"repeat {r + 1}/{args.repeats}  {name:12s} {seconds:8.3f} s wall  {cpu_seconds:8.3f} s CPU  "
+                f"load1 {loads[-1]:.2f}",
+                flush=True,
+            )
 
     med = {name: statistics.median(ts) for name, ts in times.items()}
     best = {name: min(ts) for name, ts in times.items()}
@@ -373,10 +450,15 @@ def main(argv=None) -> int:
     results["min_s"] = best
     results["cpu_median_s"] = cpu_med
 
-    for title, table in ((f"median wall of {args.repeats}", med), (f"min wall of {args.repeats}", best),
-                         (f"median process CPU seconds of {args.repeats}", cpu_med)):
-        print(f"\nbatch {args.batch}, beam {args.beams}, max_length {args.max_length}, {args.dtype} on {args.device}, "
-              f"{torch.get_num_threads()} threads, {title} (decoder = total - vision)")
+    for title, table in (
+        (f"median wall of {args.repeats}", med),
+        (f"min wall of {args.repeats}", best),
+        (f"median process CPU seconds of {args.repeats}", cpu_med),
+    ):
+        print(
+            f"\nbatch {args.batch}, beam {args.beams}, max_length {args.max_length}, {args.dtype} on {args.device}, "
+            f"{torch.get_num_threads()} threads, {title} (decoder = total - vision)"
+        )
         print(f"{'part':10s} {'ours s/batch':>13s} {'transformers':>13s} {'speed-up':>9s}")
         for part in ("vision", "decoder", "total"):
             ours_s = table[f"ours_{part}"]
@@ -401,8 +483,10 @@ def main(argv=None) -> int:
         if args.dtype == "float32":
             assert ids["identical"], f"ids differ between ours and transformers: {ids}"
         elif not ids["identical"]:
-            print(f"note: ids differ in {args.dtype} ({ids.get('rows_identical')} of {args.batch} rows identical); "
-                  f"half precision rounds differently on the two sides (autocast vs a cast model)")
+            print(
+                f"note: ids differ in {args.dtype} ({ids.get('rows_identical')} of {args.batch} rows identical); "
+                f"half precision rounds differently on the two sides (autocast vs a cast model)"
+            )
     return 0
 
 

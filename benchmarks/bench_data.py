@@ -50,15 +50,24 @@ def bench_generator(num_images: int, workers: int) -> dict:
         start = time.perf_counter()
         manifest = generate(out, num_images=num_images, seed=0, noise=0.3, workers=workers)
         seconds = time.perf_counter() - start
-    return {"images": num_images, "videos": manifest["num_videos"], "workers": workers,
-            "seconds": round(seconds, 2), "images_per_s": round(num_images / seconds)}
+    return {
+        "images": num_images,
+        "videos": manifest["num_videos"],
+        "workers": workers,
+        "seconds": round(seconds, 2),
+        "images_per_s": round(num_images / seconds),
+    }
 
 
 def bench_loader(records: list[PairRecord], size: int, min_scale: float, workers: int, batch: int = 32) -> float:
     """Images/s through PairDataset + train transform with `workers` DataLoader workers (0 = in process)."""
     dataset = PairDataset(records, train_transform(size, min_scale=min_scale))
-    loader = CountingLoader(DataLoader(dataset, batch_size=batch, num_workers=workers, collate_fn=collate,
-                                       shuffle=True, persistent_workers=False), report=False)
+    loader = CountingLoader(
+        DataLoader(
+            dataset, batch_size=batch, num_workers=workers, collate_fn=collate, shuffle=True, persistent_workers=False
+        ),
+        report=False,
+    )
     it = iter(loader)
     next(it)  # warm-up: worker start, first decode
     start = time.perf_counter()
@@ -74,9 +83,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for generation")
     args = parser.parse_args()
     torch.set_num_threads(1)  # a DataLoader worker uses one thread
-    result = {"host": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                       "torch": torch.__version__, "python": platform.python_version()},
-              "generator": bench_generator(args.images, args.workers)}
+    result = {
+        "host": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "generator": bench_generator(args.images, args.workers),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         rng = np.random.default_rng(0)
         records = []
@@ -90,7 +105,8 @@ def main() -> None:
             per_worker = bench_loader(records, size, scale, workers=0)
             two = bench_loader(records, size, scale, workers=min(2, os.cpu_count() or 1))
             loader[str(size)] = {
-                "min_scale": scale, "images_per_s_per_worker": round(per_worker, 1),
+                "min_scale": scale,
+                "images_per_s_per_worker": round(per_worker, 1),
                 "images_per_s_2_workers": round(two, 1),
                 "workers_for_A100_fp32_30_per_s": math.ceil(A100_FP32_224 / per_worker),
                 f"workers_for_modern_bf16_{int(need)}_per_s": math.ceil(need / per_worker),

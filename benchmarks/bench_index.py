@@ -42,8 +42,10 @@ DIM = 256
 
 def cpu_name() -> str:
     out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
-                platform.processor())
+    return next(
+        (line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
+        platform.processor(),
+    )
 
 
 def bert_shaped_tokenizer() -> Tokenizer:
@@ -78,10 +80,18 @@ def bench_model(root: Path, n: int, batch: int) -> dict:
     t_query, _ = timed(lambda: index.search(model, text="a red car on the road", top_k=10, rerank_k=0), 3)
     t_rerank, hits = timed(lambda: index.search(model, text="a red car on the road", top_k=10, rerank_k=n))
     assert all(h.itm is not None for h in hits)
-    return {"images": n, "batch": batch, "index_s": t_index, "peer_image_features_s": t_peer,
-            "index_images_per_s": n / t_index, "peer_images_per_s": n / t_peer, "index_over_peer": t_index / t_peer,
-            "query_itc_s": t_query, f"query_rerank_{n}_s": t_rerank,
-            "rerank_s_per_candidate": (t_rerank - t_query) / n}
+    return {
+        "images": n,
+        "batch": batch,
+        "index_s": t_index,
+        "peer_image_features_s": t_peer,
+        "index_images_per_s": n / t_index,
+        "peer_images_per_s": n / t_peer,
+        "index_over_peer": t_index / t_peer,
+        "query_itc_s": t_query,
+        f"query_rerank_{n}_s": t_rerank,
+        "rerank_s_per_candidate": (t_rerank - t_query) / n,
+    }
 
 
 def write_random_index(root: Path, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -94,9 +104,12 @@ def write_random_index(root: Path, n: int, rng: np.random.Generator) -> np.ndarr
         places = writer.add(items, vectors[start : start + 1024])
         rows += [{**vars(it), "shard": s, "row": r} for it, (s, r) in zip(items, places)]
     t_build, report = timed(lambda: writer.commit(rows, nn="faiss", recall_target=0.95))
-    return vectors.astype(np.float16).astype(np.float32), {"faiss_build_s": t_build, "nlist": report.nlist,
-                                                           "nprobe": report.nprobe,
-                                                           "build_recall_at_10": report.recall_at_10}
+    return vectors.astype(np.float16).astype(np.float32), {
+        "faiss_build_s": t_build,
+        "nlist": report.nlist,
+        "nprobe": report.nprobe,
+        "build_recall_at_10": report.recall_at_10,
+    }
 
 
 def bench_vectors(root: Path, n: int, queries: int) -> dict:
@@ -122,9 +135,16 @@ def bench_vectors(root: Path, n: int, queries: int) -> dict:
         t_peer += time.perf_counter() - start
     assert all(set(a) == set(b) for a, b in zip(exact, peer)), "exact search disagrees with numpy"
     recall = float(np.mean([len(np.intersect1d(a, e)) / 10 for a, e in zip(approx, exact)]))
-    return {"vectors": n, "write_and_faiss_build_s": t_write, **info, "queries": queries,
-            "exact_ms": 1000 * t_exact / queries, "faiss_ms": 1000 * t_faiss / queries,
-            "numpy_in_ram_ms": 1000 * t_peer / queries, "faiss_recall_at_10": recall}
+    return {
+        "vectors": n,
+        "write_and_faiss_build_s": t_write,
+        **info,
+        "queries": queries,
+        "exact_ms": 1000 * t_exact / queries,
+        "faiss_ms": 1000 * t_faiss / queries,
+        "numpy_in_ram_ms": 1000 * t_peer / queries,
+        "faiss_recall_at_10": recall,
+    }
 
 
 def main() -> None:

@@ -81,21 +81,31 @@ def main() -> None:
     texts = ["a red square on the left", "a blue circle"]
     cases = {
         "/health": (lambda c: c.get("/health"), None),
-        "/api/caption (beam 3, max 20)": (lambda c: c.post("/api/caption", files=files),
-                                          lambda: model.caption([image])),
-        "/api/ask (generate)": (lambda c: c.post("/api/ask", files=files, data={"question": "what colour is it?"}),
-                                lambda: vqa.ask([image], ["what colour is it?"])),
+        "/api/caption (beam 3, max 20)": (
+            lambda c: c.post("/api/caption", files=files),
+            lambda: model.caption([image]),
+        ),
+        "/api/ask (generate)": (
+            lambda c: c.post("/api/ask", files=files, data={"question": "what colour is it?"}),
+            lambda: vqa.ask([image], ["what colour is it?"]),
+        ),
         "/api/match (2 texts, no maps)": (
             lambda c: c.post("/api/match", files=files, data={"text": texts, "heatmaps": False}),
-            lambda: model.match([image], texts)),
-        "/api/match (2 texts + Grad-CAM)": (lambda c: c.post("/api/match", files=files, data={"text": texts}),
-                                            lambda: (model.match([image], texts), model.gradcam(image, texts))),
+            lambda: model.match([image], texts),
+        ),
+        "/api/match (2 texts + Grad-CAM)": (
+            lambda c: c.post("/api/match", files=files, data={"text": texts}),
+            lambda: (model.match([image], texts), model.gradcam(image, texts)),
+        ),
         "/api/gradcam (1 text, every token)": (
             lambda c: c.post("/api/gradcam", files=files, data={"text": texts[0]}),
-            lambda: model.gradcam(image, texts[0])),
+            lambda: model.gradcam(image, texts[0]),
+        ),
     }
-    print(f"preset {args.preset}, {args.threads} threads, {args.reps} reps, torch {torch.__version__}, "
-          f"{platform.processor() or platform.machine()}")
+    print(
+        f"preset {args.preset}, {args.threads} threads, {args.reps} reps, torch {torch.__version__}, "
+        f"{platform.processor() or platform.machine()}"
+    )
     print("| endpoint | endpoint ms (median) | direct call ms | ratio |\n|---|---|---|---|")
     with httpx.Client(base_url=url, timeout=600) as client:
         for name, (request, direct) in cases.items():

@@ -52,8 +52,10 @@ def photo_folder(root: Path, n: int, distinct: int = 20) -> Path:
         draw = ImageDraw.Draw(im)
         for _ in range(30):
             x0, y0 = rng.integers(0, 1500), rng.integers(0, 1100)
-            draw.ellipse([x0, y0, x0 + rng.integers(20, 300), y0 + rng.integers(20, 300)],
-                         fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+            draw.ellipse(
+                [x0, y0, x0 + rng.integers(20, 300), y0 + rng.integers(20, 300)],
+                fill=tuple(int(v) for v in rng.integers(0, 255, 3)),
+            )
         arr = np.asarray(im).astype(np.int16) + rng.integers(-12, 12, (1200, 1600, 3))  # sensor-like noise
         Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(path, "JPEG", quality=90)
     folder = root / f"n{n}"
@@ -75,16 +77,23 @@ def tiny_model(root: Path) -> Path:
     return folder
 
 
-def caption_folder(model_dir: Path, folder: Path, out: Path | None, workers: int, batch: int = 8,
-                   beams: int = 3) -> tuple[int, float]:
+def caption_folder(
+    model_dir: Path, folder: Path, out: Path | None, workers: int, batch: int = 8, beams: int = 3
+) -> tuple[int, float]:
     """(records, seconds) of run_caption over a folder."""
     import blip
     from blip.inference.caption import CaptionJob, run_caption
 
     model = blip.load(str(model_dir))
     n = []
-    job = CaptionJob(sources=[str(folder)], out=str(out) if out else None, batch_size=batch, beams=beams,
-                     workers=workers, progress_every=1e9)
+    job = CaptionJob(
+        sources=[str(folder)],
+        out=str(out) if out else None,
+        batch_size=batch,
+        beams=beams,
+        workers=workers,
+        progress_every=1e9,
+    )
     t0 = time.perf_counter()
     result = run_caption(job, model, emit=None if out else n.append)
     return (result.written if out else len(n)), time.perf_counter() - t0
@@ -97,8 +106,16 @@ def rss_child(model_dir: Path, folder: Path, out: Path) -> None:
     before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     records, seconds = caption_folder(model_dir, folder, out, workers=0)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"records": records, "seconds": round(seconds, 1), "peak_rss_mb_before_images":
-                      round(before_mb, 1), "peak_rss_mb": round(peak_mb, 1)}))
+    print(
+        json.dumps(
+            {
+                "records": records,
+                "seconds": round(seconds, 1),
+                "peak_rss_mb_before_images": round(before_mb, 1),
+                "peak_rss_mb": round(peak_mb, 1),
+            }
+        )
+    )
 
 
 def base_models(root: Path) -> Path:
@@ -112,11 +129,28 @@ def base_models(root: Path) -> Path:
     vocab = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
     vocab += ["[DEC]", "[ENC]"]
     assert len(vocab) == 30524 and vocab.index("[CLS]") == 101
-    text = {"vocab_size": 30524, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-                "intermediate_size": 3072, "max_position_embeddings": 512, "encoder_hidden_size": 768,
-                "bos_token_id": 30522, "sep_token_id": 102, "eos_token_id": 102, "pad_token_id": 0}
-    vision = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
-                  "image_size": 384, "patch_size": 16, "layer_norm_eps": 1e-6}
+    text = {
+        "vocab_size": 30524,
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+        "max_position_embeddings": 512,
+        "encoder_hidden_size": 768,
+        "bos_token_id": 30522,
+        "sep_token_id": 102,
+        "eos_token_id": 102,
+        "pad_token_id": 0,
+    }
+    vision = {
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+        "image_size": 384,
+        "patch_size": 16,
+        "layer_norm_eps": 1e-6,
+    }
     torch.manual_seed(0)
     BlipForConditionalGeneration(BlipConfig(text_config=text, vision_config=vision)).eval().save_pretrained(folder)
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
@@ -129,14 +163,15 @@ def transformers_loop(model_dir: Path, folder: Path, batch: int = 8) -> tuple[in
 
     model = BlipForConditionalGeneration.from_pretrained(model_dir).eval()
     tokenizer = BertTokenizerFast(vocab_file=str(model_dir / "vocab.txt"))
-    processor = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 384, "width": 384}),
-                              tokenizer=tokenizer)
+    processor = BlipProcessor(
+        image_processor=BlipImageProcessor(size={"height": 384, "width": 384}), tokenizer=tokenizer
+    )
     paths = sorted(folder.glob("*.jpg"))
     t0 = time.perf_counter()
     n = 0
     with torch.no_grad():
         for s in range(0, len(paths), batch):
-            images = [Image.open(p).convert("RGB") for p in paths[s:s + batch]]
+            images = [Image.open(p).convert("RGB") for p in paths[s : s + batch]]
             inputs = processor(images=images, text=["a picture of"] * len(images), return_tensors="pt")
             out = model.generate(**inputs, num_beams=3, max_length=20, min_length=5)
             n += len(processor.batch_decode(out, skip_special_tokens=True))
@@ -160,31 +195,52 @@ def main() -> None:
     if args.root is None:
         tmp = tempfile.TemporaryDirectory()
         args.root = Path(tmp.name)
-    env = {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
-           "loadavg_start": os.getloadavg()}
+    env = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "loadavg_start": os.getloadavg(),
+    }
     print(json.dumps({"environment": env}), flush=True)
     tiny = tiny_model(args.root)
     for n in args.rss:
         folder = photo_folder(args.root, n)
         out = args.root / f"rss{n}.jsonl"
-        r = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--rss-child", str(tiny),
-                            str(folder), str(out)], capture_output=True, text=True, check=True)
+        r = subprocess.run(
+            [sys.executable, __file__, "--threads", str(args.threads), "--rss-child", str(tiny), str(folder), str(out)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         print(json.dumps({"rss": {"images": n, **json.loads(r.stdout.strip().splitlines()[-1])}}), flush=True)
     if args.worker_images:
         folder = photo_folder(args.root, args.worker_images)
         for workers in (0, 1, 2):
             n, seconds = caption_folder(tiny, folder, None, workers)
-            print(json.dumps({"workers": {"workers": workers, "images": n, "images_per_s": round(n / seconds, 2)}}),
-                  flush=True)
+            print(
+                json.dumps({"workers": {"workers": workers, "images": n, "images_per_s": round(n / seconds, 2)}}),
+                flush=True,
+            )
     if args.speed_images:
         base = base_models(args.root)
         folder = photo_folder(args.root, args.speed_images)
         ours_n, ours_s = caption_folder(base, folder, None, workers=1)
         theirs_n, theirs_s = transformers_loop(base, folder)
-        print(json.dumps({"speed": {"images": ours_n, "blip_images_per_s": round(ours_n / ours_s, 3),
-                                    "transformers_images_per_s": round(theirs_n / theirs_s, 3),
-                                    "ratio": round((ours_n / ours_s) / (theirs_n / theirs_s), 2),
-                                    "loadavg_end": os.getloadavg()}}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "speed": {
+                        "images": ours_n,
+                        "blip_images_per_s": round(ours_n / ours_s, 3),
+                        "transformers_images_per_s": round(theirs_n / theirs_s, 3),
+                        "ratio": round((ours_n / ours_s) / (theirs_n / theirs_s), 2),
+                        "loadavg_end": os.getloadavg(),
+                    }
+                }
+            ),
+            flush=True,
+        )
     if tmp is not None:
         tmp.cleanup()
 

@@ -40,15 +40,28 @@ from test_data_synth import COLOUR_OF, COUNT_OF, NP, POS_CELLS, POS_OF, SHAPE_OF
 
 
 def _recipe(args: argparse.Namespace, steps: int = 500) -> dict[str, Any]:
-    cfg = AblationConfig(out=str(args.out), seed=args.seed, pretrain_steps=steps, finetune_steps=args.ft_steps,
-                         model={"preset": "tiny", "image_size": 64,
-                                "overrides": {"vision.patch_size": args.patch, "vision.depth": 2, "text.layers": 2}})
+    cfg = AblationConfig(
+        out=str(args.out),
+        seed=args.seed,
+        pretrain_steps=steps,
+        finetune_steps=args.ft_steps,
+        model={
+            "preset": "tiny",
+            "image_size": 64,
+            "overrides": {"vision.patch_size": args.patch, "vision.depth": 2, "text.layers": 2},
+        },
+    )
     recipe = chain_recipe(cfg, Path(args.world), Path(args.out))
     # The captioner, the filter and the caption evaluation share one fine-tune recipe. Here its lr stays constant
     # over --ft-steps (epochs 1000 + max_steps): the setting these diagnoses were first measured with.
     finetune = recipe["captioner"]
-    finetune["train"] = {**finetune["train"], "epochs": 1000, "steps_per_epoch": None, "max_steps": args.ft_steps,
-                         "lr": args.lr}
+    finetune["train"] = {
+        **finetune["train"],
+        "epochs": 1000,
+        "steps_per_epoch": None,
+        "max_steps": args.ft_steps,
+        "lr": args.lr,
+    }
     return recipe
 
 
@@ -59,8 +72,10 @@ def pretrain(args: argparse.Namespace) -> None:
     recipe = _recipe(args, args.steps)
     source = None
     if args.data == "oracle":
-        human = [{"image": h["image"], "caption": h["caption"]}
-                 for h in json.loads((world / "coco_karpathy_train.json").read_text())]
+        human = [
+            {"image": h["image"], "caption": h["caption"]}
+            for h in json.loads((world / "coco_karpathy_train.json").read_text())
+        ]
         web = json.loads((world / "web.json").read_text())
         labels = json.loads((world / "web_noise_labels.json").read_text())
         pairs = human + [w for w, lab in zip(web, labels) if not lab["noisy"]]
@@ -83,8 +98,12 @@ def filter_(args: argparse.Namespace) -> None:
     model = blip.load(finetune_stage("retrieval", _recipe(args)["filter"], Path(args.init), Path(args.out) / "filter"))
     web = json.loads((world / "web.json").read_text())[: args.n]
     labels = json.loads((world / "web_noise_labels.json").read_text())[: args.n]
-    scores = torch.tensor([s["itm"] for s in model.match([str(world / w["image"]) for w in web],
-                                                          [w["caption"] for w in web], batch_size=64)])
+    scores = torch.tensor(
+        [
+            s["itm"]
+            for s in model.match([str(world / w["image"]) for w in web], [w["caption"] for w in web], batch_size=64)
+        ]
+    )
     noisy = torch.tensor([lab["noisy"] for lab in labels])
     print(f"ITM AUC clean vs corrupted: {_auc(scores[~noisy], scores[noisy]):.3f}")
     kinds: dict[str, list[float]] = collections.defaultdict(list)
@@ -102,13 +121,19 @@ def _scene(scenes: list[dict[str, Any]], image: str) -> dict[str, Any]:
 def captioner(args: argparse.Namespace) -> None:
     """Fine-tune a captioner; how often its captions and their colour/shape/count/position claims are true."""
     world = Path(args.world)
-    model = blip.load(finetune_stage("caption", _recipe(args)["captioner"], Path(args.init),
-                                     Path(args.out) / "captioner"))
+    model = blip.load(
+        finetune_stage("caption", _recipe(args)["captioner"], Path(args.init), Path(args.out) / "captioner")
+    )
     scenes = json.loads((world / "scenes.json").read_text())
     web = json.loads((world / "web.json").read_text())[: args.n]
     for strategy in ("nucleus", "beam"):
-        caps = model.caption([str(world / w["image"]) for w in web], strategy=strategy, max_length=20,
-                             batch_size=64, generator=torch.Generator().manual_seed(0))
+        caps = model.caption(
+            [str(world / w["image"]) for w in web],
+            strategy=strategy,
+            max_length=20,
+            batch_size=64,
+            generator=torch.Generator().manual_seed(0),
+        )
         checks = [caption_holds(c.text, _scene(scenes, w["image"])) for c, w in zip(caps, web)]
         true = sum(ok and n > 0 for ok, n in checks)
         print(f"{strategy}: wholly true {true / len(web):.3f}")
@@ -123,13 +148,15 @@ def captioner(args: argparse.Namespace) -> None:
             claims["shape present"] += any(o["shape"] == shape for o in objs)
             claims["count of that colour"] += len(same_colour) == COUNT_OF[m[1]]
             for phrase, key in POS_OF.items():
-                if re.match(rf"^ (is )?{phrase}\b", c.text[m.end():]):
+                if re.match(rf"^ (is )?{phrase}\b", c.text[m.end() :]):
                     claims["positions"] += 1
                     claims["position true"] += any((o["row"], o["col"]) in POS_CELLS[key] for o in same_colour)
     n, positions = max(1, claims["phrases"]), max(1, claims["positions"])
-    print(f"beam noun phrases {claims['phrases']}: colour present {claims['colour present'] / n:.2f}, shape present "
-          f"{claims['shape present'] / n:.2f}, count of that colour right {claims['count of that colour'] / n:.2f}, "
-          f"position true {claims['position true'] / positions:.2f} of {claims['positions']}")
+    print(
+        f"beam noun phrases {claims['phrases']}: colour present {claims['colour present'] / n:.2f}, shape present "
+        f"{claims['shape present'] / n:.2f}, count of that colour right {claims['count of that colour'] / n:.2f}, "
+        f"position true {claims['position true'] / positions:.2f} of {claims['positions']}"
+    )
 
 
 def provenance(args: argparse.Namespace) -> None:
@@ -143,10 +170,17 @@ def provenance(args: argparse.Namespace) -> None:
     for kept in (True, False):
         rows = [r for r in records if r.get("source") == "synthetic" and r["kept"] == kept]
         true = sum(caption_holds(r["text"], _scene(scenes, r["image"]))[0] for r in rows)
-        colours = sum(all(any(o["colour"] == COLOUR_OF[m[3]] for o in _scene(scenes, r["image"])["objects"])
-                          for m in NP.finditer(r["text"])) for r in rows)
-        print(f"synthetic captions {'kept' if kept else 'dropped'}: {len(rows)}, wholly true "
-              f"{true / max(1, len(rows)):.2f}, colours right {colours / max(1, len(rows)):.2f}")
+        colours = sum(
+            all(
+                any(o["colour"] == COLOUR_OF[m[3]] for o in _scene(scenes, r["image"])["objects"])
+                for m in NP.finditer(r["text"])
+            )
+            for r in rows
+        )
+        print(
+            f"synthetic captions {'kept' if kept else 'dropped'}: {len(rows)}, wholly true "
+            f"{true / max(1, len(rows)):.2f}, colours right {colours / max(1, len(rows)):.2f}"
+        )
 
 
 def steptime(args: argparse.Namespace) -> None:
@@ -155,8 +189,14 @@ def steptime(args: argparse.Namespace) -> None:
     from blip.training.pretrain import BlipPretrain
 
     torch.set_num_threads(args.threads)
-    ids = {"text.vocab_size": 400, "text.pad_id": 0, "text.cls_id": 1, "text.sep_id": 2, "text.dec_id": 3,
-           "text.enc_id": 4}
+    ids = {
+        "text.vocab_size": 400,
+        "text.pad_id": 0,
+        "text.cls_id": 1,
+        "text.sep_id": 2,
+        "text.dec_id": 3,
+        "text.enc_id": 4,
+    }
     for patch in (16, 8):
         cfg = preset("tiny", **ids, **{"vision.patch_size": patch, "vision.depth": 2, "text.layers": 2})
         model = BlipPretrain(cfg, queue_size=48, momentum=0.95)
@@ -194,8 +234,9 @@ def main() -> None:
     sub.add_parser("provenance").add_argument("run")
     sub.add_parser("steptime").add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    {"pretrain": pretrain, "filter": filter_, "captioner": captioner, "provenance": provenance,
-     "steptime": steptime}[args.cmd](args)
+    {"pretrain": pretrain, "filter": filter_, "captioner": captioner, "provenance": provenance, "steptime": steptime}[
+        args.cmd
+    ](args)
 
 
 if __name__ == "__main__":

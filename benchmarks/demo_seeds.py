@@ -23,15 +23,22 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default="runs/demo_seeds")
-    ap.add_argument("--finetune-steps", type=int, default=AblationConfig.finetune_steps,
-                    help="captioner, filter and caption-evaluation fine-tunes (the demo's default unless given)")
+    ap.add_argument(
+        "--finetune-steps",
+        type=int,
+        default=AblationConfig.finetune_steps,
+        help="captioner, filter and caption-evaluation fine-tunes (the demo's default unless given)",
+    )
     args = ap.parse_args()
     results = []
     for seed in args.seeds:
         out = Path(args.out) / f"seed_{seed}"
         done = out / "results.json"
-        results.append(json.loads(done.read_text()) if done.exists()
-                       else run_ablation(AblationConfig(out=str(out), seed=seed, finetune_steps=args.finetune_steps)))
+        results.append(
+            json.loads(done.read_text())
+            if done.exists()
+            else run_ablation(AblationConfig(out=str(out), seed=seed, finetune_steps=args.finetune_steps))
+        )
     print(f"\n{len(results)} seeds ({', '.join(map(str, args.seeds))}): mean ± sample sd")
     print("| pretraining data | text R@1 | image R@1 | BLEU-4 | CIDEr |\n|---|---|---|---|---|")
     for name in VARIANTS:

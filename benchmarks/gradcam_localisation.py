@@ -64,10 +64,13 @@ def measure(model: blip.Blip, root: Path, pairs: list[tuple]) -> dict[str, float
         ratios.append(density_in / max(density_out, 1e-12))
         wins.append(heat[inside].sum() / max(heat.sum(), 1e-12) > inside.mean())
         beats_others.append(all(density_in > heat[box_mask(b, size)].mean() for b in others))
-    return {"pairs": len(pairs), "median_density_ratio": round(float(np.median(ratios)), 3),
-            "share_of_pairs_box_hotter_than_every_other_object": round(float(np.mean(beats_others)), 3),
-            "mean_density_ratio": round(float(np.mean(ratios)), 3),
-            "share_of_pairs_box_hotter": round(float(np.mean(wins)), 3)}
+    return {
+        "pairs": len(pairs),
+        "median_density_ratio": round(float(np.median(ratios)), 3),
+        "share_of_pairs_box_hotter_than_every_other_object": round(float(np.mean(beats_others)), 3),
+        "mean_density_ratio": round(float(np.mean(ratios)), 3),
+        "share_of_pairs_box_hotter": round(float(np.mean(wins)), 3),
+    }
 
 
 def main() -> None:
@@ -88,8 +91,9 @@ def main() -> None:
     recipe = load_recipe(str(ROOT / "configs/pretrain_tiny_synth.yaml"), args.set)
     recipe["data"] = [{"reader": "pretrain_json", "path": str(synth / "pretrain.json"), "image_root": str(synth)}]
     recipe["tokenizer"] = str(synth / "tokenizer") if (synth / "tokenizer").exists() else "from_data"
-    recipe["train"].update(out=str(out / "run"), max_steps=args.steps, epochs=100, seed=args.seed, progress=False,
-                           checkpoint_every=100)
+    recipe["train"].update(
+        out=str(out / "run"), max_steps=args.steps, epochs=100, seed=args.seed, progress=False, checkpoint_every=100
+    )
     start = time.perf_counter()
     final = pretrain(recipe, resume=any((out / "run").glob("checkpoint-*.pt")))
     train_s = time.perf_counter() - start
@@ -101,9 +105,14 @@ def main() -> None:
     shuffled = [texts[j] for j in rng.permutation(len(texts))]
     control = [(im, t, box, others) for (im, _, box, others), t in zip(pairs, shuffled)]
     start = time.perf_counter()
-    result = {"train_seconds": round(train_s, 1), "steps": args.steps, "layer": model.gradcam(
-        str(synth / pairs[0][0]), texts[0]).layer, "grid": model.cfg.vision.image_size // model.cfg.vision.patch_size,
-        "named_object": measure(model, synth, pairs), "shuffled_text_control": measure(model, synth, control)}
+    result = {
+        "train_seconds": round(train_s, 1),
+        "steps": args.steps,
+        "layer": model.gradcam(str(synth / pairs[0][0]), texts[0]).layer,
+        "grid": model.cfg.vision.image_size // model.cfg.vision.patch_size,
+        "named_object": measure(model, synth, pairs),
+        "shuffled_text_control": measure(model, synth, control),
+    }
     result["gradcam_seconds"] = round(time.perf_counter() - start, 1)
     result["same_text_as_control"] = round(float(np.mean([a == b for a, b in zip(texts, shuffled)])), 3)
     print(json.dumps(result, indent=1))

@@ -43,8 +43,15 @@ def main() -> None:
     recipe["data"] = [{"reader": "pretrain_json", "path": str(synth / "pretrain.json"), "image_root": str(synth)}]
     recipe["tokenizer"] = str(synth / "tokenizer") if (synth / "tokenizer").exists() else "from_data"
     recipe["train"] = {**recipe["train"], "out": str(out / "run")}
-    recipe["train"].update(out=str(out / "run"), max_steps=args.steps, batch_size=args.batch_size, epochs=100,
-                           seed=args.seed, progress=False, checkpoint_every=10**9)
+    recipe["train"].update(
+        out=str(out / "run"),
+        max_steps=args.steps,
+        batch_size=args.batch_size,
+        epochs=100,
+        seed=args.seed,
+        progress=False,
+        checkpoint_every=10**9,
+    )
     start = time.perf_counter()
     final = pretrain(recipe, resume=any((out / "run").glob("checkpoint-*.pt")))
     train_s = time.perf_counter() - start
@@ -55,11 +62,18 @@ def main() -> None:
     itc = evaluate_retrieval(model, test_file, str(synth), k_test=1)
     metrics = evaluate_retrieval(model, test_file, str(synth), k_test=args.k_test)
     n_img, n_txt = len(test), sum(len(e["caption"]) for e in test)
-    result = {"train_seconds": round(train_s, 1), "steps": args.steps, "batch_size": args.batch_size,
-              "test_images": n_img, "test_texts": n_txt,
-              "chance_txt_r1": round(100 * 5 / n_txt, 2), "chance_img_r1": round(100 / n_img, 2),
-              "itc_txt_r1": round(itc["txt_r1"], 2), "itc_img_r1": round(itc["img_r1"], 2),
-              **{k: round(v, 2) for k, v in metrics.items()}}
+    result = {
+        "train_seconds": round(train_s, 1),
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "test_images": n_img,
+        "test_texts": n_txt,
+        "chance_txt_r1": round(100 * 5 / n_txt, 2),
+        "chance_img_r1": round(100 / n_img, 2),
+        "itc_txt_r1": round(itc["txt_r1"], 2),
+        "itc_img_r1": round(itc["img_r1"], 2),
+        **{k: round(v, 2) for k, v in metrics.items()},
+    }
     print(json.dumps(result, indent=1))
 
 

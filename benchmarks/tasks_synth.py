@@ -133,8 +133,15 @@ def budget(recipe: dict[str, Any], steps: int | None, examples: int, out: Path, 
     steps = steps or epochs * full_epoch
     # More steps than the recipe's epochs hold: more epochs (a capped epoch cannot be longer than the data).
     epochs = max(epochs, math.ceil(steps / max(1, full_epoch)))
-    train.update(out=str(out), epochs=epochs, steps_per_epoch=math.ceil(steps / epochs), max_steps=steps,
-                 seed=seed, progress=False, checkpoint_every=10**9)
+    train.update(
+        out=str(out),
+        epochs=epochs,
+        steps_per_epoch=math.ceil(steps / epochs),
+        max_steps=steps,
+        seed=seed,
+        progress=False,
+        checkpoint_every=10**9,
+    )
     return train
 
 
@@ -156,8 +163,9 @@ def pretrain_model(synth: Path, out: Path, steps: int, seed: int, sets: list[str
     recipe["tokenizer"] = str(synth / "tokenizer")  # the world's vocabulary: spells VQA answers and statements too
     recipe["data"] = [{"reader": "pretrain_json", "path": str(synth / "pretrain.json"), "image_root": str(synth)}]
     # As benchmarks/pretrain_tiny.py: the step schedule (warmup, then 0.9 per epoch) runs until max_steps.
-    recipe["train"].update(out=str(fresh(out)), max_steps=steps, epochs=100, seed=seed, progress=False,
-                           checkpoint_every=10**9)
+    recipe["train"].update(
+        out=str(fresh(out)), max_steps=steps, epochs=100, seed=seed, progress=False, checkpoint_every=10**9
+    )
     return pretrain(recipe)
 
 
@@ -167,8 +175,9 @@ def task_recipe(task: str, sets: list[str]) -> dict[str, Any]:
     return load_recipe(str(ROOT / f"configs/{task}_tiny_synth.yaml"), mine)
 
 
-def karpathy_recipe(task: str, synth: Path, init: Path, out: Path, steps: int | None, seed: int,
-                    sets: list[str]) -> tuple[dict[str, Any], str]:
+def karpathy_recipe(
+    task: str, synth: Path, init: Path, out: Path, steps: int | None, seed: int, sets: list[str]
+) -> tuple[dict[str, Any], str]:
     """A caption or retrieval recipe on the world's Karpathy train split, within the step budget; and its plan."""
     recipe = task_recipe(task, sets)
     recipe["init"] = str(init)
@@ -178,8 +187,9 @@ def karpathy_recipe(task: str, synth: Path, init: Path, out: Path, steps: int | 
     return recipe, schedule(recipe["train"])
 
 
-def run_retrieval(synth: Path, init: Path, out: Path, steps: int | None, seed: int, sets: list[str],
-                  k_test: int) -> list[dict]:
+def run_retrieval(
+    synth: Path, init: Path, out: Path, steps: int | None, seed: int, sets: list[str], k_test: int
+) -> list[dict]:
     """Fine-tune retrieval, evaluate it on the test split; rows for the table."""
     recipe, plan = karpathy_recipe("retrieval", synth, init, out, steps, seed, sets)
     final, train_s = timed(lambda: finetune_retrieval(recipe))
@@ -197,8 +207,19 @@ def chance(test: Path) -> dict[str, float]:
 def retrieval_rows(task: str, metrics: dict, base: dict, steps: str, train_s: float, eval_s: float) -> list[dict]:
     """Table rows of one retrieval evaluation against chance."""
     names = {"txt_r1": "text R@1 (image->text)", "img_r1": "image R@1 (text->image)", "r_mean": "mean of the 6 recalls"}
-    return [{"task": task, "metric": name, "model": metrics[key], "baseline": base[key], "baseline_is": "chance",
-             "steps": steps, "train_s": train_s, "eval_s": eval_s} for key, name in names.items()]
+    return [
+        {
+            "task": task,
+            "metric": name,
+            "model": metrics[key],
+            "baseline": base[key],
+            "baseline_is": "chance",
+            "steps": steps,
+            "train_s": train_s,
+            "eval_s": eval_s,
+        }
+        for key, name in names.items()
+    ]
 
 
 def run_caption(synth: Path, init: Path, out: Path, steps: int | None, seed: int, sets: list[str]) -> list[dict]:
@@ -206,22 +227,37 @@ def run_caption(synth: Path, init: Path, out: Path, steps: int | None, seed: int
     recipe, plan = karpathy_recipe("caption", synth, init, out, steps, seed, sets)
     final, train_s = timed(lambda: finetune_caption(recipe))
     test = synth / "coco_karpathy_test.json"
-    metrics, eval_s = timed(lambda: evaluate_caption(blip.load(final), str(test), str(synth),
-                                                     out=str(out / "test_captions.json"), meteor=False))
+    metrics, eval_s = timed(
+        lambda: evaluate_caption(
+            blip.load(final), str(test), str(synth), out=str(out / "test_captions.json"), meteor=False
+        )
+    )
     common, base = caption_baseline(synth, test)
-    return [{"task": "captioning", "metric": name, "model": 100 * metrics[key], "baseline": 100 * base[key],
-             "baseline_is": f'most common training caption ("{common}")', "steps": plan, "train_s": train_s,
-             "eval_s": eval_s} for key, name in (("CIDEr", "CIDEr"), ("Bleu_4", "BLEU-4"))]
+    return [
+        {
+            "task": "captioning",
+            "metric": name,
+            "model": 100 * metrics[key],
+            "baseline": 100 * base[key],
+            "baseline_is": f'most common training caption ("{common}")',
+            "steps": plan,
+            "train_s": train_s,
+            "eval_s": eval_s,
+        }
+        for key, name in (("CIDEr", "CIDEr"), ("Bleu_4", "BLEU-4"))
+    ]
 
 
-def run_vqa(synth: Path, init: Path, out: Path, steps: int | None, seed: int,
-            sets: list[str]) -> tuple[list[dict], dict, float]:
+def run_vqa(
+    synth: Path, init: Path, out: Path, steps: int | None, seed: int, sets: list[str]
+) -> tuple[list[dict], dict, float]:
     """Fine-tune VQA (train + val questions); accuracy of answer ranking and of generation against the baseline."""
     recipe = task_recipe("vqa", sets)
     recipe["init"] = str(init)
     splits = [json.loads((synth / f"vqa/vqa_{s}.json").read_text()) for s in ("train", "val")]
-    recipe["data"] = [{"reader": "vqa", "path": str(synth / f"vqa/vqa_{s}.json"), "image_root": str(synth)}
-                      for s in ("train", "val")]
+    recipe["data"] = [
+        {"reader": "vqa", "path": str(synth / f"vqa/vqa_{s}.json"), "image_root": str(synth)} for s in ("train", "val")
+    ]
     recipe["train"] = budget(recipe, steps, sum(map(len, splits)), fresh(out), seed)
     plan = schedule(recipe["train"])
     final, train_s = timed(lambda: finetune_vqa(recipe))
@@ -229,21 +265,45 @@ def run_vqa(synth: Path, init: Path, out: Path, steps: int | None, seed: int,
     test = json.loads(test_file.read_text())
     model = blip.load(final)
     start = time.perf_counter()
-    rank = evaluate_vqa(model, str(test_file), str(synth), answer_list=str(synth / "vqa/answer_list.json"),
-                        k_test=128, out=str(out / "test_rank.json"))
+    rank = evaluate_vqa(
+        model,
+        str(test_file),
+        str(synth),
+        answer_list=str(synth / "vqa/answer_list.json"),
+        k_test=128,
+        out=str(out / "test_rank.json"),
+    )
     gen = evaluate_vqa(model, str(test_file), str(synth), out=str(out / "test_generate.json"))
     eval_s = time.perf_counter() - start
     base_answers, base_types = vqa_baseline([q for s in splits for q in s], test)
     base = vqa_score(base_answers, {q["question_id"]: q["answer"] for q in test})
-    submitted = {m: {r["question_id"]: r["answer"] for r in json.loads((out / f"test_{m}.json").read_text())}
-                 for m in ("rank", "generate")}
+    submitted = {
+        m: {r["question_id"]: r["answer"] for r in json.loads((out / f"test_{m}.json").read_text())}
+        for m in ("rank", "generate")
+    }
     types = {m: per_type(a, test) for m, a in submitted.items()}
-    by_type = {t: {"rank": types["rank"][t], "generate": types["generate"][t], "baseline": base_types[t],
-                   "questions": sum(question_type(q["question"]) == t for q in test)} for t in base_types}
-    rows = [{"task": "VQA", "metric": f"VQA accuracy, {how}", "model": m["vqa_accuracy"], "baseline": base,
-             "baseline_is": "most frequent training answer of the question type", "steps": plan,
-             "train_s": train_s, "eval_s": eval_s}
-            for how, m in (("answer list ranked", rank), ("answers generated", gen))]
+    by_type = {
+        t: {
+            "rank": types["rank"][t],
+            "generate": types["generate"][t],
+            "baseline": base_types[t],
+            "questions": sum(question_type(q["question"]) == t for q in test),
+        }
+        for t in base_types
+    }
+    rows = [
+        {
+            "task": "VQA",
+            "metric": f"VQA accuracy, {how}",
+            "model": m["vqa_accuracy"],
+            "baseline": base,
+            "baseline_is": "most frequent training answer of the question type",
+            "steps": plan,
+            "train_s": train_s,
+            "eval_s": eval_s,
+        }
+        for how, m in (("answer list ranked", rank), ("answers generated", gen))
+    ]
     return rows, by_type, unspellable(model.tokenizer, test)
 
 
@@ -261,9 +321,18 @@ def run_nlvr2(synth: Path, init: Path, out: Path, steps: int | None, seed: int, 
     majority = Counter(e["label"] for e in train).most_common(1)[0][0]
     test = json.loads(test_file.read_text())
     base = 100 * sum(e["label"] == majority for e in test) / len(test)
-    return [{"task": "NLVR2", "metric": "accuracy", "model": metrics["accuracy"], "baseline": base,
-             "baseline_is": f'majority training label ("{majority}"; always 50% in expectation)', "steps": plan,
-             "train_s": train_s, "eval_s": eval_s}]
+    return [
+        {
+            "task": "NLVR2",
+            "metric": "accuracy",
+            "model": metrics["accuracy"],
+            "baseline": base,
+            "baseline_is": f'majority training label ("{majority}"; always 50% in expectation)',
+            "steps": plan,
+            "train_s": train_s,
+            "eval_s": eval_s,
+        }
+    ]
 
 
 # ------------------------------------------------------------------------------------------------------ report
@@ -271,7 +340,9 @@ def hardware(threads: int) -> str:
     """CPU model name (lscpu), thread count, torch version."""
     try:
         lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines()
-        name = next((l.split(":", 1)[1].strip() for l in lines if l.startswith("Model name")), platform.processor())
+        name = next(
+            (line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name")), platform.processor()
+        )
     except OSError:
         name = platform.processor() or "unknown CPU"
     plural = "" if threads == 1 else "s"
@@ -280,19 +351,25 @@ def hardware(threads: int) -> str:
 
 def table(rows: list[dict]) -> str:
     """The results as a Markdown table."""
-    lines = ["| task | metric | model | baseline | baseline is | steps | seconds (train + eval) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| task | metric | model | baseline | baseline is | steps | seconds (train + eval) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['task']} | {r['metric']} | **{r['model']:.1f}** | {r['baseline']:.1f} | "
-                     f"{r['baseline_is']} | {r['steps']} | {r['train_s']:.0f} + {r['eval_s']:.0f} |")
+        lines.append(
+            f"| {r['task']} | {r['metric']} | **{r['model']:.1f}** | {r['baseline']:.1f} | "
+            f"{r['baseline_is']} | {r['steps']} | {r['train_s']:.0f} + {r['eval_s']:.0f} |"
+        )
     return "\n".join(lines)
 
 
 def report(rows: list[dict], extra: dict[str, Any], command: str, threads: int, total_s: float) -> str:
     """The Markdown results file."""
     # Timings on a shared machine say little without the load: the load average shows whether others ran.
-    load = (f"{os.cpu_count()} cores, 1-minute load average {extra['load'][0]:.1f} at the start and "
-            f"{extra['load'][1]:.1f} at the end")
+    load = (
+        f"{os.cpu_count()} cores, 1-minute load average {extra['load'][0]:.1f} at the start and "
+        f"{extra['load'][1]:.1f} at the end"
+    )
     if max(extra["load"]) > threads + 0.5:
         load += " (other jobs shared the cores)"
     parts = [
@@ -310,12 +387,15 @@ def report(rows: list[dict], extra: dict[str, Any], command: str, threads: int, 
         table(rows),
     ]
     if "vqa_by_type" in extra:
-        title = (f"VQA accuracy by question type (first two words); {extra['vqa_unspellable']:.1f}% of test "
-                 "answers are outside the model's vocabulary:")
-        parts += ["", title, "",
-                  "| type | questions | ranked | generated | baseline |", "|---|---|---|---|---|"]
-        parts += [f"| {t} | {v['questions']} | {v['rank']:.1f} | {v['generate']:.1f} | {v['baseline']:.1f} |"
-                  for t, v in extra["vqa_by_type"].items()]
+        title = (
+            f"VQA accuracy by question type (first two words); {extra['vqa_unspellable']:.1f}% of test "
+            "answers are outside the model's vocabulary:"
+        )
+        parts += ["", title, "", "| type | questions | ranked | generated | baseline |", "|---|---|---|---|---|"]
+        parts += [
+            f"| {t} | {v['questions']} | {v['rank']:.1f} | {v['generate']:.1f} | {v['baseline']:.1f} |"
+            for t, v in extra["vqa_by_type"].items()
+        ]
     return "\n".join(parts) + "\n"
 
 
@@ -326,19 +406,30 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=3000, help="images of the world when it is made")
     ap.add_argument("--init", help="pretrained model folder (default: pretrain one into OUT/pretrain)")
     ap.add_argument("--pretrain-steps", type=int, default=400)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="pretraining recipe override (after the default small model), e.g. model.overrides={}")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="pretraining recipe override (after the default small model), e.g. model.overrides={}",
+    )
     ap.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     ap.add_argument("--steps", type=int, help="fine-tuning steps of every task (default: its recipe's epochs)")
     for task in TASKS:
         ap.add_argument(f"--{task}-steps", type=int, help=f"{task} fine-tuning steps (default: --steps)")
-    ap.add_argument("--ft-set", action="append", default=[], metavar="TASK:KEY=VALUE",
-                    help="fine-tuning recipe override, e.g. vqa:train.lr=5e-4")
+    ap.add_argument(
+        "--ft-set",
+        action="append",
+        default=[],
+        metavar="TASK:KEY=VALUE",
+        help="fine-tuning recipe override, e.g. vqa:train.lr=5e-4",
+    )
     ap.add_argument("--k-test", type=int, default=32, help="retrieval: ITM re-ranks each query's top k")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--results", default=str(ROOT / "benchmarks/tasks_synth_results.md"),
-                    help="Markdown results file ('' for none)")
+    ap.add_argument(
+        "--results", default=str(ROOT / "benchmarks/tasks_synth_results.md"), help="Markdown results file ('' for none)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0])), *sys.argv[1:]])
@@ -349,8 +440,10 @@ def main() -> None:
         generate(synth, num_images=args.images, seed=args.seed, noise=0.0)
     manifest = json.loads((synth / "manifest.json").read_text())
     s = manifest["splits"]
-    extra: dict[str, Any] = {"world": f"{manifest['num_images']} images (train {s['train']}, test {s['test']}, "
-                                      f"web {s['web']}), noise {manifest['noise']}, seed {manifest['seed']}"}
+    extra: dict[str, Any] = {
+        "world": f"{manifest['num_images']} images (train {s['train']}, test {s['test']}, "
+        f"web {s['web']}), noise {manifest['noise']}, seed {manifest['seed']}"
+    }
 
     rows: list[dict] = []
     test = synth / "coco_karpathy_test.json"
@@ -358,14 +451,14 @@ def main() -> None:
         init, pretrain_s, plan = Path(args.init), 0.0, "given"
         extra["init"] = f"`{init}` (given)"
     else:
-        init, pretrain_s = timed(lambda: pretrain_model(synth, out / "pretrain", args.pretrain_steps, args.seed,
-                                                        args.set))
+        init, pretrain_s = timed(
+            lambda: pretrain_model(synth, out / "pretrain", args.pretrain_steps, args.seed, args.set)
+        )
         used = json.loads((out / "pretrain/recipe.json").read_text())
         plan = f"{args.pretrain_steps} pretraining (lr {used['train']['lr']:g}, batch {used['train']['batch_size']})"
         extra["init"] = f"pretrained here for {args.pretrain_steps} steps, model `{json.dumps(used['model'])}`"
     zero_shot, eval_s = timed(lambda: evaluate_retrieval(blip.load(init), str(test), str(synth), k_test=args.k_test))
-    rows += retrieval_rows("retrieval, zero-shot (pretrained)", zero_shot, chance(test), plan,
-                           pretrain_s, eval_s)
+    rows += retrieval_rows("retrieval, zero-shot (pretrained)", zero_shot, chance(test), plan, pretrain_s, eval_s)
     print(table(rows), flush=True)
 
     for task in args.tasks:
@@ -376,7 +469,9 @@ def main() -> None:
         elif task == "caption":
             rows += run_caption(synth, init, folder, steps, args.seed, args.ft_set)
         elif task == "vqa":
-            vqa_rows, extra["vqa_by_type"], extra["vqa_unspellable"] = run_vqa(synth, init, folder, steps, args.seed, args.ft_set)
+            vqa_rows, extra["vqa_by_type"], extra["vqa_unspellable"] = run_vqa(
+                synth, init, folder, steps, args.seed, args.ft_set
+            )
             rows += vqa_rows
         else:
             rows += run_nlvr2(synth, init, folder, steps, args.seed, args.ft_set)

@@ -57,9 +57,11 @@ class ViTProbe(nn.Module):
 def labels(scene: dict) -> list[float]:
     """Multi-hot: colours present, shapes present, grid cells occupied."""
     objs = scene["objects"]
-    return ([float(any(o["colour"] == c for o in objs)) for c in COLOURS]
-            + [float(any(o["shape"] == s for o in objs)) for s in SHAPES]
-            + [float(any(o["row"] * 3 + o["col"] == k for o in objs)) for k in range(9)])
+    return (
+        [float(any(o["colour"] == c for o in objs)) for c in COLOURS]
+        + [float(any(o["shape"] == s for o in objs)) for s in SHAPES]
+        + [float(any(o["row"] * 3 + o["col"] == k for o in objs)) for k in range(9)]
+    )
 
 
 def mean_auc(scores: torch.Tensor, y: torch.Tensor) -> float:
@@ -67,7 +69,9 @@ def mean_auc(scores: torch.Tensor, y: torch.Tensor) -> float:
     aucs = []
     for k in range(y.shape[1]):
         pos, neg = scores[y[:, k] > 0, k], scores[y[:, k] == 0, k]
-        aucs.append(((pos[:, None] > neg[None, :]).float().mean() + 0.5 * (pos[:, None] == neg[None, :]).float().mean()).item())
+        aucs.append(
+            ((pos[:, None] > neg[None, :]).float().mean() + 0.5 * (pos[:, None] == neg[None, :]).float().mean()).item()
+        )
     return sum(aucs) / len(aucs)
 
 
@@ -76,13 +80,21 @@ def load_world(synth: Path, images: int, seed: int) -> dict:
     if not (synth / "manifest.json").exists():
         generate(synth, num_images=images, seed=seed, num_videos=0)
     scenes = json.loads((synth / "scenes.json").read_text())
-    pixels = torch.stack([torch.from_numpy(np.asarray(Image.open(synth / "images" / f"{i:06d}.jpg").convert("RGB"),
-                                                      dtype=np.float32) / 255.0).permute(2, 0, 1)
-                          for i in range(len(scenes))])
+    pixels = torch.stack(
+        [
+            torch.from_numpy(
+                np.asarray(Image.open(synth / "images" / f"{i:06d}.jpg").convert("RGB"), dtype=np.float32) / 255.0
+            ).permute(2, 0, 1)
+            for i in range(len(scenes))
+        ]
+    )
     pixels = (pixels - 0.45) / 0.27
     y = torch.tensor([labels(s) for s in scenes])
-    groups = {"colour": slice(0, len(COLOURS)), "shape": slice(len(COLOURS), len(COLOURS) + len(SHAPES)),
-              "cell": slice(len(COLOURS) + len(SHAPES), y.shape[1])}
+    groups = {
+        "colour": slice(0, len(COLOURS)),
+        "shape": slice(len(COLOURS), len(COLOURS) + len(SHAPES)),
+        "cell": slice(len(COLOURS) + len(SHAPES), y.shape[1]),
+    }
     train, test = torch.arange(len(scenes) - 1000), torch.arange(len(scenes) - 1000, len(scenes))
     return {"pixels": pixels, "y": y, "groups": groups, "train": train, "test": test}
 
@@ -127,8 +139,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     world = load_world(Path(args.out) / "synth", args.images, args.seed)
     size = world["pixels"].shape[-1]
-    models = {"ViT 16x16 patches": lambda: ViTProbe(size, 16), "ViT 8x8 patches": lambda: ViTProbe(size, 8),
-              "CNN": SmallCNN}
+    models = {
+        "ViT 16x16 patches": lambda: ViTProbe(size, 16),
+        "ViT 8x8 patches": lambda: ViTProbe(size, 8),
+        "CNN": SmallCNN,
+    }
     rows = [(name, *train_probe(make, world, args.steps, args.seed)) for name, make in models.items()]
     print_table(rows, args.steps, size)
 

@@ -6,16 +6,26 @@ import sys
 import torch
 import torch.distributed as dist
 
+from blip.distributed import rank, setup_distributed, world_size
 from blip.model.config import preset
-from blip.distributed import rank, world_size
 from blip.training.pretrain import BlipPretrain
-from blip.distributed import setup_distributed
 
 setup_distributed()
 torch.manual_seed(0)
-cfg = preset("tiny", **{"text.vocab_size": 60, "text.dec_id": 58, "text.enc_id": 59, "text.cls_id": 2,
-                        "text.sep_id": 3, "vision.image_size": 32, "vision.patch_size": 16, "text.dropout": 0.0,
-                        "text.attention_dropout": 0.0})
+cfg = preset(
+    "tiny",
+    **{
+        "text.vocab_size": 60,
+        "text.dec_id": 58,
+        "text.enc_id": 59,
+        "text.cls_id": 2,
+        "text.sep_id": 3,
+        "vision.image_size": 32,
+        "vision.patch_size": 16,
+        "text.dropout": 0.0,
+        "text.attention_dropout": 0.0,
+    },
+)
 model = BlipPretrain(cfg, queue_size=16)
 g = torch.Generator().manual_seed(1)
 pixels = torch.randn(8, 3, 32, 32, generator=g)
@@ -32,8 +42,14 @@ if dist.is_initialized():
         dist.all_reduce(v)
         v /= world_size()
 if rank() == 0:
-    torch.save({**{k: float(v) for k, v in values.items()}, "queue": model.image_queue.clone(),
-                "grads": {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}}, sys.argv[1])
+    torch.save(
+        {
+            **{k: float(v) for k, v in values.items()},
+            "queue": model.image_queue.clone(),
+            "grads": {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None},
+        },
+        sys.argv[1],
+    )
 if dist.is_initialized():
     dist.barrier()  # no rank tears gloo down while another still uses it
     dist.destroy_process_group()

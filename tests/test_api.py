@@ -23,10 +23,15 @@ def test_caption_text_and_confidence(hf_models):
     caps = model.caption(images, prompt="a picture of", length_norm="transformers")
     pixels = model.pixels(images)
     with torch.no_grad():
-        ref = hf.generate(pixel_values=pixels, input_ids=torch.tensor([[CLS, 5, 6, 7, SEP]] * 2), num_beams=3,
-                          max_length=20, min_length=5)
+        ref = hf.generate(
+            pixel_values=pixels,
+            input_ids=torch.tensor([[CLS, 5, 6, 7, SEP]] * 2),
+            num_beams=3,
+            max_length=20,
+            min_length=5,
+        )
     for cap, ids in zip(caps, ref.tolist()):
-        gen = ids[4: ids.index(SEP) if SEP in ids else None]
+        gen = ids[4 : ids.index(SEP) if SEP in ids else None]
         assert cap.text == " ".join(model.tokenizer.tok.id_to_token(i) for i in gen)
         # The confidence is the sum of the model's log-probabilities of the generated tokens, end token included.
         full = ids[: ids.index(SEP) + 1] if SEP in ids else ids
@@ -57,8 +62,13 @@ def test_nucleus_sampling_is_seeded_and_batched(hf_models):
     # Batched 3 images at once or one at a time, each caption (image-major, 3 per image) is scored against its own
     # image: its confidence is transformers' log-probability of that caption given that image.
     for batch_size in (3, 1):
-        caps = model.caption(images, strategy="nucleus", num_captions=3, batch_size=batch_size,
-                             generator=torch.Generator().manual_seed(1))
+        caps = model.caption(
+            images,
+            strategy="nucleus",
+            num_captions=3,
+            batch_size=batch_size,
+            generator=torch.Generator().manual_seed(1),
+        )
         assert len(caps) == 9
         for k, cap in enumerate(caps):
             tokens = round(cap.logprob / cap.mean_logprob)  # generated tokens, the end token when it came
@@ -69,13 +79,27 @@ def test_nucleus_sampling_is_seeded_and_batched(hf_models):
     # With a vanishing top_p only the most likely token survives, so sampling is greedy decoding (same repetition
     # penalty and min length) for any batch size, and equal to transformers' greedy search.
     with torch.no_grad():
-        ref = hf.generate(pixel_values=pixels, input_ids=torch.tensor([[CLS, 5, 6, 7, SEP]] * 3), num_beams=1,
-                          do_sample=False, max_length=20, min_length=5, repetition_penalty=1.1)
-    want = [" ".join(model.tokenizer.tok.id_to_token(i) for i in row[4: row.index(SEP) if SEP in row else None])
-            for row in ref.tolist()]
+        ref = hf.generate(
+            pixel_values=pixels,
+            input_ids=torch.tensor([[CLS, 5, 6, 7, SEP]] * 3),
+            num_beams=1,
+            do_sample=False,
+            max_length=20,
+            min_length=5,
+            repetition_penalty=1.1,
+        )
+    want = [
+        " ".join(model.tokenizer.tok.id_to_token(i) for i in row[4 : row.index(SEP) if SEP in row else None])
+        for row in ref.tolist()
+    ]
     for batch_size in (3, 2, 1):
-        got = model.caption(images, strategy="nucleus", top_p=1e-9, batch_size=batch_size,
-                            generator=torch.Generator().manual_seed(batch_size))
+        got = model.caption(
+            images,
+            strategy="nucleus",
+            top_p=1e-9,
+            batch_size=batch_size,
+            generator=torch.Generator().manual_seed(batch_size),
+        )
         assert [c.text for c in got] == want
 
 
@@ -111,8 +135,13 @@ def test_ask_ranks_answers_by_smoothed_lm_loss(hf_models):
         image_embeds = hf.vision_model(pixel_values=model.pixels([image(3)]))[0]
         q = hf.text_encoder(input_ids=q_ids, attention_mask=q_mask, encoder_hidden_states=image_embeds)[0]
         hf.text_decoder.label_smoothing = 0.1
-        losses = hf.text_decoder(input_ids=a_ids, attention_mask=a_mask, encoder_hidden_states=q.expand(5, -1, -1),
-                                 labels=a_ids.masked_fill(a_mask == 0, -100), reduction="none").loss
+        losses = hf.text_decoder(
+            input_ids=a_ids,
+            attention_mask=a_mask,
+            encoder_hidden_states=q.expand(5, -1, -1),
+            labels=a_ids.masked_fill(a_mask == 0, -100),
+            reduction="none",
+        ).loss
     assert got[0].text == answers[int(losses.argmin())]
     assert got[0].logprob == pytest.approx(-float(losses.min()), abs=1e-3)
 

@@ -45,9 +45,20 @@ def server(hf_models, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "blip", "serve", "--model", str(hf_models["caption"][1]),
-           "--vqa-model", str(hf_models["vqa"][1]), "--match-model", str(hf_models["retrieval"][1]),
-           "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "blip",
+        "serve",
+        "--model",
+        str(hf_models["caption"][1]),
+        "--vqa-model",
+        str(hf_models["vqa"][1]),
+        "--match-model",
+        str(hf_models["retrieval"][1]),
+        "--port",
+        str(port),
+    ]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -75,12 +86,14 @@ def test_page_in_chromium(server, tmp_path):
     data = image.read_bytes()
     files = {"image": ("scene.png", data, "image/png")}
     api = httpx.Client(base_url=server, timeout=120)
-    want_caption = api.post("/api/caption", files=files, data={"num_beams": 3, "min_length": 5, "max_length": 20,
-                                                              "num_captions": 1}).json()["captions"][0]
+    want_caption = api.post(
+        "/api/caption", files=files, data={"num_beams": 3, "min_length": 5, "max_length": 20, "num_captions": 1}
+    ).json()["captions"][0]
     want_answer = api.post("/api/ask", files=files, data={"question": "what colour is the square?"}).json()
     want_match = api.post("/api/match", files=files, data={"text": TEXTS}).json()["results"]
-    want_token = api.post("/api/gradcam", files=files,
-                          data={"text": TEXTS[0], "layer": want_match[0]["gradcam"]["layer"]}).json()
+    want_token = api.post(
+        "/api/gradcam", files=files, data={"text": TEXTS[0], "layer": want_match[0]["gradcam"]["layer"]}
+    ).json()
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])

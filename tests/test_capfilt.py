@@ -19,10 +19,30 @@ from blip.images import load_image
 
 
 def capfilt_cmd(hf_models, synth_world, out, unit_size=4):
-    return [sys.executable, "-m", "blip", "capfilt", "--captioner", str(hf_models["caption"][1]),
-            "--filter", str(hf_models["retrieval"][1]), "--web", str(synth_world / "web.json"),
-            "--image-root", str(synth_world), "--human", str(synth_world / "coco_karpathy_train.json"),
-            "--out", str(out), "--unit-size", str(unit_size), "--captions-per-image", "2", "--batch-size", "4"]
+    return [
+        sys.executable,
+        "-m",
+        "blip",
+        "capfilt",
+        "--captioner",
+        str(hf_models["caption"][1]),
+        "--filter",
+        str(hf_models["retrieval"][1]),
+        "--web",
+        str(synth_world / "web.json"),
+        "--image-root",
+        str(synth_world),
+        "--human",
+        str(synth_world / "coco_karpathy_train.json"),
+        "--out",
+        str(out),
+        "--unit-size",
+        str(unit_size),
+        "--captions-per-image",
+        "2",
+        "--batch-size",
+        "4",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +66,8 @@ def test_verdicts_follow_the_filter(straight, hf_models, synth_world):
     boot = json.loads((straight / "bootstrapped.json").read_text())
     human = json.loads((synth_world / "coco_karpathy_train.json").read_text())
     assert len(boot) == sum(len(h["caption"]) if isinstance(h["caption"], list) else 1 for h in human) + sum(
-        r["kept"] for r in rows)
+        r["kept"] for r in rows
+    )
     summary = json.loads((straight / "summary.json").read_text())
     assert summary["web_kept"] + summary["synthetic_kept"] == sum(r["kept"] for r in rows)
     assert list((straight / "shards").glob("*.tar"))
@@ -54,8 +75,9 @@ def test_verdicts_follow_the_filter(straight, hf_models, synth_world):
 
 def test_kill_and_resume_gives_the_uninterrupted_output(straight, hf_models, synth_world, tmp_path):
     out = tmp_path / "killed"
-    proc = subprocess.Popen(capfilt_cmd(hf_models, synth_world, out), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        capfilt_cmd(hf_models, synth_world, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while time.time() < deadline and len(list((out / "parts").glob("*.jsonl"))) < 2:
         time.sleep(0.02)
@@ -90,9 +112,27 @@ def web_shards(synth_world, folder, shards=2, per_shard=3):
 
 
 def shard_cmd(hf_models, shards, out, *extra):
-    return [sys.executable, "-m", "blip", "capfilt", "--captioner", str(hf_models["caption"][1]), "--filter",
-            str(hf_models["retrieval"][1]), "--web", shards, "--out", str(out), "--captions-per-image", "2",
-            "--batch-size", "2", "--threshold", "0.3", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "blip",
+        "capfilt",
+        "--captioner",
+        str(hf_models["caption"][1]),
+        "--filter",
+        str(hf_models["retrieval"][1]),
+        "--web",
+        shards,
+        "--out",
+        str(out),
+        "--captions-per-image",
+        "2",
+        "--batch-size",
+        "2",
+        "--threshold",
+        "0.3",
+        *extra,
+    ]
 
 
 def read_tar(path):
@@ -103,18 +143,25 @@ def read_tar(path):
 def test_shards_in_shards_out_with_the_image_bytes(hf_models, synth_world, tmp_path):
     samples = web_shards(synth_world, tmp_path / "in")
     out = tmp_path / "out"
-    r = subprocess.run(shard_cmd(hf_models, str(tmp_path / "in" / "web-{0..1}.tar"), out), capture_output=True,
-                       text=True, check=False)
+    r = subprocess.run(
+        shard_cmd(hf_models, str(tmp_path / "in" / "web-{0..1}.tar"), out), capture_output=True, text=True, check=False
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [json.loads(x) for x in (out / "provenance.jsonl").read_text().splitlines()]
     assert [r["image"] for r in rows if r["source"] == "web"] == list(samples)  # the input's order
     filt = blip.load(hf_models["retrieval"][1])
     for s in range(2):
         members = read_tar(out / "shards" / f"web-{s}.tar")
-        kept = [(r, j) for key in samples if key.startswith(f"web-{s}.tar")
-                for j, r in enumerate(x for x in rows if x["image"] == key) if r["kept"]]
-        assert [name for name, _ in members] == [f"{r['image'].split(':')[1]}_{j}.{ext}" for r, j in kept
-                                                 for ext in ("jpg", "txt", "json")]
+        kept = [
+            (r, j)
+            for key in samples
+            if key.startswith(f"web-{s}.tar")
+            for j, r in enumerate(x for x in rows if x["image"] == key)
+            if r["kept"]
+        ]
+        assert [name for name, _ in members] == [
+            f"{r['image'].split(':')[1]}_{j}.{ext}" for r, j in kept for ext in ("jpg", "txt", "json")
+        ]
         for (r, _), i in zip(kept, range(0, len(members), 3)):
             image, text, meta = members[i][1], members[i + 1][1].decode(), json.loads(members[i + 2][1])
             assert image == samples[r["image"]][0]  # the input's bytes, unchanged
@@ -133,8 +180,9 @@ def test_kill_and_resume_over_shards_gives_the_uninterrupted_output(hf_models, s
     r = subprocess.run(shard_cmd(hf_models, pattern, straight), capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr[-2000:]
     out = tmp_path / "killed"
-    proc = subprocess.Popen(shard_cmd(hf_models, pattern, out, "--workers", "1"), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        shard_cmd(hf_models, pattern, out, "--workers", "1"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while time.time() < deadline and len(list((out / "parts").glob("*.jsonl"))) < 2:
         time.sleep(0.01)
@@ -156,21 +204,38 @@ def test_relative_paths_resolve_against_the_annotation_folder(hf_models, synth_w
         (data / entry["image"]).parent.mkdir(parents=True, exist_ok=True)
         (data / entry["image"]).write_bytes((synth_world / entry["image"]).read_bytes())
     (data / "web.json").write_text(json.dumps(web))
-    base = [sys.executable, "-m", "blip", "capfilt", "--captioner", str(hf_models["caption"][1]), "--filter",
-            str(hf_models["retrieval"][1]), "--web", str(data / "web.json"), "--batch-size", "4"]
+    base = [
+        sys.executable,
+        "-m",
+        "blip",
+        "capfilt",
+        "--captioner",
+        str(hf_models["caption"][1]),
+        "--filter",
+        str(hf_models["retrieval"][1]),
+        "--web",
+        str(data / "web.json"),
+        "--batch-size",
+        "4",
+    ]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     # The same blip as this test's, whatever the working folder (PYTHONPATH may be relative).
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(blip.__file__)))
-    r = subprocess.run(base + ["--out", str(tmp_path / "ok")], cwd=elsewhere, capture_output=True, text=True,
-                       check=False, env=env)
+    r = subprocess.run(
+        base + ["--out", str(tmp_path / "ok")], cwd=elsewhere, capture_output=True, text=True, check=False, env=env
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads((tmp_path / "ok" / "summary.json").read_text())
     assert summary["web_total"] == 4 and summary["skipped"] == {}
     boot = json.loads((tmp_path / "ok" / "bootstrapped.json").read_text())
     assert boot and all(os.path.isfile(b["image"]) for b in boot)  # loadable paths
-    r = subprocess.run(base + ["--out", str(tmp_path / "bad"), "--image-root", str(tmp_path / "nowhere")],
-                       capture_output=True, text=True, check=False)
+    r = subprocess.run(
+        base + ["--out", str(tmp_path / "bad"), "--image-root", str(tmp_path / "nowhere")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert r.returncode == 2 and "4 of 4 web samples skipped (missing 4): nothing was usable" in r.stderr
 
 

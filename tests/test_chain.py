@@ -11,8 +11,13 @@ from blip.data.synth import generate
 from blip.tasks.chain import run_chain
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "chain_tiny_synth.yaml")
-TINY = ["pretrain.train.max_steps=2", "pretrain.train.batch_size=8", "captioner.train.max_steps=1",
-        "captioner.train.batch_size=8", "evaluate.0.k_test=4"]
+TINY = [
+    "pretrain.train.max_steps=2",
+    "pretrain.train.batch_size=8",
+    "captioner.train.max_steps=1",
+    "captioner.train.batch_size=8",
+    "evaluate.0.k_test=4",
+]
 
 
 def test_chain_recipe_runs_and_resumes(tmp_path, monkeypatch, capsys):

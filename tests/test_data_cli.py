@@ -7,8 +7,27 @@ from blip.cli import main
 
 def test_synth_then_check_clean_then_corrupted(tmp_path, capsys):
     out = tmp_path / "w"
-    assert main(["data", "synth", "--out", str(out), "--images", "24", "--seed", "5", "--noise", "0.3",
-                 "--videos", "2", "--size", "32"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                "--out",
+                str(out),
+                "--images",
+                "24",
+                "--seed",
+                "5",
+                "--noise",
+                "0.3",
+                "--videos",
+                "2",
+                "--size",
+                "32",
+            ]
+        )
+        == 0
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["seed"] == 5 and manifest["noise"] == 0.3 and manifest["image_size"] == 32
     assert all((out / name).stat().st_size == info["bytes"] for name, info in manifest["files"].items())

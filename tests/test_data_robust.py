@@ -11,9 +11,22 @@ import pytest
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from blip.data import (CountingLoader, DataError, PairDataset, PairRecord, Skip, SkipCounter, VideoDataset,
-                       VideoRecord, WebDatasetPairs, collate, eval_transform, read_karpathy_train,
-                       read_pretrain_json, read_table)
+from blip.data import (
+    CountingLoader,
+    DataError,
+    PairDataset,
+    PairRecord,
+    Skip,
+    SkipCounter,
+    VideoDataset,
+    VideoRecord,
+    WebDatasetPairs,
+    collate,
+    eval_transform,
+    read_karpathy_train,
+    read_pretrain_json,
+    read_table,
+)
 
 TF = eval_transform(16)
 
@@ -26,8 +39,10 @@ def noise_jpeg(size=64) -> bytes:
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG that claims width x height pixels (a decompression bomb needs no more than its header to be caught)."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
 
@@ -37,7 +52,7 @@ def corrupt_png() -> bytes:
     Image.new("RGB", (32, 32), (1, 2, 3)).save(buf, "PNG")
     data = bytearray(buf.getvalue())
     start = data.index(b"IDAT") + 4
-    data[start:start + 8] = b"\xff" * 8  # garbage in the compressed stream, CRC now wrong too
+    data[start : start + 8] = b"\xff" * 8  # garbage in the compressed stream, CRC now wrong too
     return bytes(data)
 
 
@@ -71,8 +86,9 @@ def test_loader_with_workers_counts_every_reason_and_finishes(tmp_path):
     records = [PairRecord(str(tmp_path / n), ("caption",), n) for n in files]
     records.append(PairRecord(str(tmp_path / "missing.jpg"), ("caption",), "m"))
     records.append(PairRecord(str(tmp_path / "good0.jpg"), ("...",), "e"))  # empty once cleaned
-    loader = CountingLoader(DataLoader(PairDataset(records, TF), batch_size=3, num_workers=2, collate_fn=collate),
-                            report=False)
+    loader = CountingLoader(
+        DataLoader(PairDataset(records, TF), batch_size=3, num_workers=2, collate_fn=collate), report=False
+    )
     ids = [i for batch in loader for i in batch["image_id"]]
     assert sorted(ids) == [f"good{i}.jpg" for i in range(5)]
     assert loader.counter.used == 5
@@ -82,15 +98,18 @@ def test_loader_with_workers_counts_every_reason_and_finishes(tmp_path):
 
 def test_a_pass_that_is_mostly_bad_stops_with_a_clear_error(tmp_path):
     records = [PairRecord(str(tmp_path / f"{i}.jpg"), ("c",), str(i)) for i in range(30)]
-    loader = CountingLoader(DataLoader(PairDataset(records, TF), batch_size=10, collate_fn=collate),
-                            min_samples=20, report=False)
+    loader = CountingLoader(
+        DataLoader(PairDataset(records, TF), batch_size=10, collate_fn=collate), min_samples=20, report=False
+    )
     with pytest.raises(DataError, match="most samples are bad"):
         list(loader)
 
 
 def test_bad_json_lines_are_skipped_and_counted(tmp_path):
-    (tmp_path / "t.jsonl").write_text('{"image": "a.jpg", "caption": "ok"}\n{"image": "b.jpg", "capt\n'
-                                      '[1, 2]\n\n{"caption": "no image"}\n{"image": "c.jpg", "caption": "ok too"}\n')
+    (tmp_path / "t.jsonl").write_text(
+        '{"image": "a.jpg", "caption": "ok"}\n{"image": "b.jpg", "capt\n'
+        '[1, 2]\n\n{"caption": "no image"}\n{"image": "c.jpg", "caption": "ok too"}\n'
+    )
     counter = SkipCounter()
     recs = read_table(tmp_path / "t.jsonl", tmp_path, counter)
     assert [r.texts[0] for r in recs] == ["ok", "ok too"]
@@ -98,8 +117,16 @@ def test_bad_json_lines_are_skipped_and_counted(tmp_path):
 
 
 def test_json_list_with_bad_entries(tmp_path):
-    (tmp_path / "p.json").write_text(json.dumps([{"image": "a.jpg", "caption": "fine"}, {"caption": "no image"},
-                                                 "not an object", {"image": "b.jpg", "caption": 5}]))
+    (tmp_path / "p.json").write_text(
+        json.dumps(
+            [
+                {"image": "a.jpg", "caption": "fine"},
+                {"caption": "no image"},
+                "not an object",
+                {"image": "b.jpg", "caption": 5},
+            ]
+        )
+    )
     counter = SkipCounter()
     assert len(read_pretrain_json(tmp_path / "p.json", tmp_path, counter)) == 1
     assert dict(counter.skipped) == {"bad_json": 3}
@@ -123,8 +150,15 @@ def test_non_utf8_text_is_skipped_per_entry(tmp_path):
 
 
 def test_empty_captions_are_skipped(tmp_path):
-    (tmp_path / "p.json").write_text(json.dumps([{"image": "a.jpg", "caption": ""}, {"image": "a.jpg",
-                                                 "caption": "   "}, {"image": "a.jpg", "caption": ["", "x"]}]))
+    (tmp_path / "p.json").write_text(
+        json.dumps(
+            [
+                {"image": "a.jpg", "caption": ""},
+                {"image": "a.jpg", "caption": "   "},
+                {"image": "a.jpg", "caption": ["", "x"]},
+            ]
+        )
+    )
     counter = SkipCounter()
     recs = read_pretrain_json(tmp_path / "p.json", tmp_path, counter)
     assert [r.texts for r in recs] == [("x",)] and dict(counter.skipped) == {"empty_text": 3}
@@ -142,31 +176,58 @@ def shard(members) -> bytes:
 
 def test_truncated_shard_and_bad_samples_in_shards_are_counted(tmp_path):
     jpg = noise_jpeg(16)
-    whole = shard([("a.jpg", jpg), ("a.txt", b"first"), ("b.jpg", jpg), ("b.txt", b"second"),
-                   ("c.jpg", jpg), ("c.txt", b"third")])
+    whole = shard(
+        [("a.jpg", jpg), ("a.txt", b"first"), ("b.jpg", jpg), ("b.txt", b"second"), ("c.jpg", jpg), ("c.txt", b"third")]
+    )
     cut = whole.index(b"second") - 200  # inside b.jpg's data
     (tmp_path / "0.tar").write_bytes(whole[:cut])
-    (tmp_path / "1.tar").write_bytes(shard([
-        ("d.jpg", jpg), ("d.txt", b"fine"),
-        ("e.jpg", b""), ("e.txt", b"zero-byte image"),
-        ("f.jpg", jpg), ("f.txt", b"\xff\xfe not utf-8"),
-        ("g.txt", b"no image at all"),
-        ("h.jpg", jpg), ("h.txt", b"  "),
-        ("i.png", png_header_only(30000, 30000)), ("i.txt", b"bomb"),
-    ]))
-    items = list(WebDatasetPairs([str(tmp_path / "0.tar"), str(tmp_path / "missing.tar"), str(tmp_path / "1.tar")],
-                                 TF, shuffle_buffer=0))
+    (tmp_path / "1.tar").write_bytes(
+        shard(
+            [
+                ("d.jpg", jpg),
+                ("d.txt", b"fine"),
+                ("e.jpg", b""),
+                ("e.txt", b"zero-byte image"),
+                ("f.jpg", jpg),
+                ("f.txt", b"\xff\xfe not utf-8"),
+                ("g.txt", b"no image at all"),
+                ("h.jpg", jpg),
+                ("h.txt", b"  "),
+                ("i.png", png_header_only(30000, 30000)),
+                ("i.txt", b"bomb"),
+            ]
+        )
+    )
+    items = list(
+        WebDatasetPairs(
+            [str(tmp_path / "0.tar"), str(tmp_path / "missing.tar"), str(tmp_path / "1.tar")], TF, shuffle_buffer=0
+        )
+    )
     good = sorted(i.image_id for i in items if not isinstance(i, Skip))
     reasons = sorted(i.reason for i in items if isinstance(i, Skip))
     assert good == ["a", "d"]
     # 0.tar: the cut (bad_shard) leaves b.jpg without its text (incomplete_sample); c is lost with the cut.
-    assert reasons == ["bad_shard", "bad_text", "empty", "empty_text", "incomplete_sample", "incomplete_sample",
-                       "missing", "too_large"]
+    assert reasons == [
+        "bad_shard",
+        "bad_text",
+        "empty",
+        "empty_text",
+        "incomplete_sample",
+        "incomplete_sample",
+        "missing",
+        "too_large",
+    ]
 
 
 def test_corrupt_video_is_skipped(tmp_path):
     (tmp_path / "v.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4)
     (tmp_path / "e.mp4").write_bytes(b"")
-    ds = VideoDataset([VideoRecord(str(tmp_path / "v.mp4"), ("c",), "v"), VideoRecord(str(tmp_path / "e.mp4"),
-                       ("c",), "e"), VideoRecord(str(tmp_path / "m.mp4"), ("c",), "m")], TF)
+    ds = VideoDataset(
+        [
+            VideoRecord(str(tmp_path / "v.mp4"), ("c",), "v"),
+            VideoRecord(str(tmp_path / "e.mp4"), ("c",), "e"),
+            VideoRecord(str(tmp_path / "m.mp4"), ("c",), "m"),
+        ],
+        TF,
+    )
     assert [ds[i].reason for i in range(3)] == ["bad_video", "empty", "missing"]

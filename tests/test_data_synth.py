@@ -11,10 +11,27 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from blip.data import (SkipCounter, read_karpathy_eval, read_karpathy_train, read_msrvtt, read_nlvr2,
-                       read_pretrain_json, read_vqa)
-from blip.data.synth import (BACKGROUNDS, COLOURS, COLOUR_WORDS, NUMBERS, POSITIONS, RELATIONS, SHAPE_WORDS,
-                             SIZE_WORDS, TEXTURES, generate)
+from blip.data import (
+    SkipCounter,
+    read_karpathy_eval,
+    read_karpathy_train,
+    read_msrvtt,
+    read_nlvr2,
+    read_pretrain_json,
+    read_vqa,
+)
+from blip.data.synth import (
+    BACKGROUNDS,
+    COLOUR_WORDS,
+    COLOURS,
+    NUMBERS,
+    POSITIONS,
+    RELATIONS,
+    SHAPE_WORDS,
+    SIZE_WORDS,
+    TEXTURES,
+    generate,
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,18 +55,29 @@ def alternation(words):
 
 
 COLOUR_OF = {w: c for c, ws in COLOUR_WORDS.items() for w in ws}
-SHAPE_OF = {w: s for s, ws in SHAPE_WORDS.items() for w in ws} | {plural(w): s for s, ws in SHAPE_WORDS.items()
-                                                                    for w in ws}
+SHAPE_OF = {w: s for s, ws in SHAPE_WORDS.items() for w in ws} | {
+    plural(w): s for s, ws in SHAPE_WORDS.items() for w in ws
+}
 SIZE_OF = {w: s for s, ws in SIZE_WORDS.items() for w in ws}
 COUNT_OF = {"a": 1, "an": 1, "one": 1, "a single": 1, "two": 2, "three": 3, "four": 4}
-NP = re.compile(rf"\b({alternation(COUNT_OF)}) (?:({alternation(SIZE_OF)}) )?({alternation(COLOUR_OF)}) "
-                rf"({alternation(SHAPE_OF)})\b")
+NP = re.compile(
+    rf"\b({alternation(COUNT_OF)}) (?:({alternation(SIZE_OF)}) )?({alternation(COLOUR_OF)}) "
+    rf"({alternation(SHAPE_OF)})\b"
+)
 POS_OF = {p: key for key, ps in POSITIONS.items() for p in ps}
 REL_OF = {p: key for key, ps in RELATIONS.items() for p in ps}
 # Cells each position phrase is about, written out from its English meaning (rows/cols 0..2 top/left first).
-POS_CELLS = {"left": {(r, 0) for r in range(3)}, "right": {(r, 2) for r in range(3)},
-             "top": {(0, c) for c in range(3)}, "bottom": {(2, c) for c in range(3)}, "center": {(1, 1)},
-             "top left": {(0, 0)}, "top right": {(0, 2)}, "bottom left": {(2, 0)}, "bottom right": {(2, 2)}}
+POS_CELLS = {
+    "left": {(r, 0) for r in range(3)},
+    "right": {(r, 2) for r in range(3)},
+    "top": {(0, c) for c in range(3)},
+    "bottom": {(2, c) for c in range(3)},
+    "center": {(1, 1)},
+    "top left": {(0, 0)},
+    "top right": {(0, 2)},
+    "bottom left": {(2, 0)},
+    "bottom right": {(2, 2)},
+}
 
 
 def caption_holds(caption, scene):
@@ -62,36 +90,42 @@ def caption_holds(caption, scene):
         match = [o for o in objs if o["colour"] == colour and o["shape"] == shape and size in (None, o["size"])]
         nps.append((m, match))
         claims.append(len(match) == count)
-        after = caption[m.end():]
-        before = caption[:m.start()]
+        after = caption[m.end() :]
+        before = caption[: m.start()]
         for phrase, key in POS_OF.items():
             if re.match(rf"^ (is )?{phrase}\b", after) or re.search(rf"^{phrase} there is $", before):
                 claims.append(all((o["row"], o["col"]) in POS_CELLS[key] for o in match))
     for (m1, a), (m2, b) in zip(nps, nps[1:]):
-        between = caption[m1.end():m2.start()].strip()
+        between = caption[m1.end() : m2.start()].strip()
         between = between[3:] if between.startswith("is ") else between
         if between in REL_OF:
             rel = REL_OF[between]
             ok = len(a) == 1 and len(b) == 1
             if ok:
                 (x,), (y,) = a, b
-                ok = {"left_of": x["col"] < y["col"], "right_of": x["col"] > y["col"],
-                      "above": x["row"] < y["row"], "below": x["row"] > y["row"]}[rel]
+                ok = {
+                    "left_of": x["col"] < y["col"],
+                    "right_of": x["col"] > y["col"],
+                    "above": x["row"] < y["row"],
+                    "below": x["row"] > y["row"],
+                }[rel]
             claims.append(ok)
     total = re.search(r"\b(one|a single|two|three|four) (objects?|shapes?)\b", caption)
     if total:
         claims.append(len(objs) == COUNT_OF[total[1]])
     bg = re.search(rf"\b(?:({'|'.join(TEXTURES)}) )?({'|'.join(BACKGROUNDS)}) background\b", caption)
     if bg:
-        claims.append(scene["background"]["colour"] == bg[2]
-                      and scene["background"]["texture"] == (bg[1] or "plain"))
+        claims.append(scene["background"]["colour"] == bg[2] and scene["background"]["texture"] == (bg[1] or "plain"))
     return all(claims), len(claims)
 
 
 # ---------------------------------------------------------------------------------------------------- tests
 def digest(folder: Path):
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_same_seed_same_bytes_whatever_the_workers(tmp_path):
@@ -140,7 +174,7 @@ def test_noise_labels(world):
             assert caption_holds(x["caption"], scene)[1] == 0  # boilerplate says nothing about the image
     # The pretraining list is the human-style train captions plus the web texts, noise and all.
     pre = load(world, "pretrain.json")
-    assert len(pre) == len(load(world, "coco_karpathy_train.json")) + len(web) and pre[-len(web):] == web
+    assert len(pre) == len(load(world, "coco_karpathy_train.json")) + len(web) and pre[-len(web) :] == web
 
 
 def test_pixels_show_the_objects_of_the_scene_graph(world):
@@ -170,8 +204,17 @@ def answer_from_scene(question, scene):
         return "yes" if any(o["colour"] == m[1] and o["shape"] == m[2] for o in objs) else "no"
     m = re.match(r"where is the (\w+) (\w+)\?", question)
     (o,) = [o for o in objs if o["colour"] == m[1] and o["shape"] == m[2]]
-    return {(0, 0): "top left", (0, 1): "top", (0, 2): "top right", (1, 0): "left", (1, 1): "center",
-            (1, 2): "right", (2, 0): "bottom left", (2, 1): "bottom", (2, 2): "bottom right"}[(o["row"], o["col"])]
+    return {
+        (0, 0): "top left",
+        (0, 1): "top",
+        (0, 2): "top right",
+        (1, 0): "left",
+        (1, 1): "center",
+        (1, 2): "right",
+        (2, 0): "bottom left",
+        (2, 1): "bottom",
+        (2, 2): "bottom right",
+    }[(o["row"], o["col"])]
 
 
 def test_vqa_majority_answer_is_the_scene_graph_answer(world):
@@ -223,7 +266,11 @@ def test_the_real_readers_read_the_world_without_skips(world):
     manifest = load(world, "manifest.json")
     assert counter.total_skipped == 0
     assert len(train) == 3 * manifest["splits"]["train"] and len(test.images) == manifest["splits"]["test"]
-    assert len(test.texts) == 5 * len(test.images) and vqa and nlvr and len(pre) == manifest["files"][
-        "pretrain.json"]["records"]
+    assert (
+        len(test.texts) == 5 * len(test.images)
+        and vqa
+        and nlvr
+        and len(pre) == manifest["files"]["pretrain.json"]["records"]
+    )
     assert len(videos) == 5 and all(len(v.captions) >= 3 for v in videos) and Path(videos[0].video).exists()
     assert [v.video_id for v in blip_videos] == ["video0000"]

@@ -27,8 +27,7 @@ def test_pre_question_deletes_punctuation_and_keeps_question_mark():
 
 
 def test_swap_left_right_only_whole_words():
-    assert swap_left_right("the left image has more than the right one") == \
-        "the right image has more than the left one"
+    assert swap_left_right("the left image has more than the right one") == "the right image has more than the left one"
     assert swap_left_right("leftover rights") == "leftover rights"
 
 

@@ -10,7 +10,7 @@ from blip.data.transforms import MEAN, STD, RandomAugment, eval_transform, pretr
 
 def blob_image(x, y, size=64):
     arr = np.zeros((size, size, 3), np.uint8)
-    arr[y - 1:y + 2, x - 1:x + 2] = 255
+    arr[y - 1 : y + 2, x - 1 : x + 2] = 255
     return Image.fromarray(arr)
 
 

@@ -50,9 +50,13 @@ def bad_world(tmp_path):
         p.parent.mkdir(exist_ok=True)
         p.write_bytes(jpeg_bytes(i))
         good[str(p)] = p
-    bad = {"empty": tmp_path / "imgs" / "zero.jpg", "truncated": tmp_path / "imgs" / "cut.jpg",
-           "not_image": tmp_path / "imgs" / "notes.png", "too_large": tmp_path / "imgs" / "bomb.png",
-           "missing": tmp_path / "imgs" / "gone.jpg"}
+    bad = {
+        "empty": tmp_path / "imgs" / "zero.jpg",
+        "truncated": tmp_path / "imgs" / "cut.jpg",
+        "not_image": tmp_path / "imgs" / "notes.png",
+        "too_large": tmp_path / "imgs" / "bomb.png",
+        "missing": tmp_path / "imgs" / "gone.jpg",
+    }
     bad["empty"].write_bytes(b"")
     bad["truncated"].write_bytes(jpeg_bytes(9, (200, 200))[:600])
     bad["not_image"].write_text("hello")
@@ -60,8 +64,10 @@ def bad_world(tmp_path):
     listing = tmp_path / "list.txt"
     names = [f"imgs/{p.name}" for p in good.values()] + [f"imgs/{p.name}" for p in bad.values()]
     listing.write_bytes("\n".join(names).encode() + b"\nimgs/caf\xe9.jpg\n")  # the last line is Latin-1, not UTF-8
-    shard = write_tar(tmp_path / "ok-000.tar", {"a.jpg": jpeg_bytes(20), "a.txt": b"x", "b.jpg": jpeg_bytes(21),
-                                                "c.txt": b"text without image"})
+    shard = write_tar(
+        tmp_path / "ok-000.tar",
+        {"a.jpg": jpeg_bytes(20), "a.txt": b"x", "b.jpg": jpeg_bytes(21), "c.txt": b"text without image"},
+    )
     write_tar(tmp_path / "tmp.tar", {f"k{i}.jpg": jpeg_bytes(30 + i, (120, 90)) for i in range(4)})
     data = (tmp_path / "tmp.tar").read_bytes()
     cut_at = len(data) // 2 + 100  # inside the third image's bytes
@@ -129,8 +135,9 @@ def test_lists_resolve_against_their_own_folder(tmp_path):
     (tmp_path / "data" / "sub").mkdir()
     (tmp_path / "data" / "sub" / "y.png").write_bytes(b"")
     counter = SkipCounter()
-    units = plan_units([str(tmp_path / "data" / "t.csv"), str(tmp_path / "data" / "t.jsonl"), str(tmp_path / "data")],
-                       counter=counter)
+    units = plan_units(
+        [str(tmp_path / "data" / "t.csv"), str(tmp_path / "data" / "t.jsonl"), str(tmp_path / "data")], counter=counter
+    )
     target = str(tmp_path / "data" / "img" / "x.jpg")
     assert [(e.key, e.meta) for e in units[0].entries] == [(target, {"caption": "a cat"})]
     assert [(e.key, e.meta) for e in units[1].entries] == [(target, {"url": "http://u"})]
@@ -155,8 +162,13 @@ def test_tracker_hands_back_whole_units_in_input_order():
     def batch(unit, part, parts, positions, last):
         return Batch(unit, part, parts, [str(p) for p in positions], [{}] * len(positions), positions, None, [], last)
 
-    batches = [batch("a", 0, 3, [0, 1], False), batch("a", 1, 3, [2, 3], False), batch("a", 2, 3, [4], True),
-               batch("b", 0, None, [0, 1], False), batch("b", 1, 2, [2], True)]
+    batches = [
+        batch("a", 0, 3, [0, 1], False),
+        batch("a", 1, 3, [2, 3], False),
+        batch("a", 2, 3, [4], True),
+        batch("b", 0, None, [0, 1], False),
+        batch("b", 1, 2, [2], True),
+    ]
     random.Random(0).shuffle(batches)
     tracker, done = UnitTracker(), []
     for b in batches:
@@ -194,8 +206,7 @@ def test_members_are_listed_from_tar_headers_and_digests_are_of_the_raw_bytes(tm
     (tmp_path / "list.txt").write_text("cut.tar\n")
     (tmp_path / "a.png").write_bytes(jpeg_bytes(9))
     counter = SkipCounter()
-    units = plan_units([str(full), str(tmp_path / "list.txt"), str(tmp_path / "a.png")], counter=counter,
-                       members=True)
+    units = plan_units([str(full), str(tmp_path / "list.txt"), str(tmp_path / "a.png")], counter=counter, members=True)
     entries = [e for u in units for e in u.entries]
     # The shard members by offset (tarfile's own reading of the headers), the cut one counted, not listed.
     with tarfile.open(full) as tar:
@@ -208,7 +219,9 @@ def test_members_are_listed_from_tar_headers_and_digests_are_of_the_raw_bytes(tm
     for batch in stream_batches(units, TRANSFORM, batch_size=2, workers=workers, digest=True):
         assert not batch.skipped
         got.update({k: m["__sha256__"] for k, m in zip(batch.keys, batch.meta)})
-    raw = {**{f"{full}#{n[:3]}": d for n, d in images.items()},
-           **{f"{tmp_path / 'cut.tar'}#{n[:3]}": d for n, d in list(images.items())[:2]},
-           str(tmp_path / "a.png"): jpeg_bytes(9)}
+    raw = {
+        **{f"{full}#{n[:3]}": d for n, d in images.items()},
+        **{f"{tmp_path / 'cut.tar'}#{n[:3]}": d for n, d in list(images.items())[:2]},
+        str(tmp_path / "a.png"): jpeg_bytes(9),
+    }
     assert got == {k: hashlib.sha256(d).hexdigest() for k, d in raw.items()}

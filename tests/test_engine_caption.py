@@ -23,8 +23,15 @@ from blip.images import load_image
 
 def run_blip(*args, cwd=None, **kw):
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "blip", *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          env=env, check=False, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "blip", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        check=False,
+        **kw,
+    )
 
 
 def records(path):
@@ -51,8 +58,9 @@ def good_images(folder):
 def test_folder_records_equal_the_in_memory_api(hf_models, folder, tmp_path):
     model_dir = hf_models["caption"][1]
     out = tmp_path / "c.jsonl"
-    r = run_blip("caption", folder, "--model", model_dir, "--out", out, "--batch-size", 3, "--workers", 2,
-                 "--unit-size", 4)
+    r = run_blip(
+        "caption", folder, "--model", model_dir, "--out", out, "--batch-size", 3, "--workers", 2, "--unit-size", 4
+    )
     assert r.returncode == 1 and "1 of 10 inputs skipped (empty 1)" in r.stderr, r.stderr
     got = records(out)
     paths = good_images(folder)
@@ -80,10 +88,35 @@ def test_batch_size_workers_and_ranks_give_identical_outputs(hf_models, folder, 
         assert r.returncode == 1, r.stderr
     ranked = tmp_path / "ranks.jsonl"
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                        str(free_port()), "-m", "blip", "caption", str(folder), "--model", str(model_dir), "--out",
-                        str(ranked), "--unit-size", "3", "--batch-size", "2", "--workers", "1"],
-                       capture_output=True, text=True, env=env, check=False)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(free_port()),
+            "-m",
+            "blip",
+            "caption",
+            str(folder),
+            "--model",
+            str(model_dir),
+            "--out",
+            str(ranked),
+            "--unit-size",
+            "3",
+            "--batch-size",
+            "2",
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert ranked.exists(), r.stderr[-3000:]
     parts = sorted((tmp_path / "ranks.jsonl.parts").glob("*.jsonl"))
     assert len(parts) == 4  # 10 files in units of 3, dealt to the two ranks
@@ -94,11 +127,26 @@ def test_batch_size_workers_and_ranks_give_identical_outputs(hf_models, folder, 
 def test_sampled_captions_reranked_by_a_filter_do_not_depend_on_batching(hf_models, folder, tmp_path):
     cap, filt = hf_models["caption"][1], hf_models["retrieval"][1]
     outs = []
-    for i, extra in enumerate([("--batch-size", 1, "--workers", 0, "--unit-size", 10),
-                               ("--batch-size", 3, "--workers", 2, "--unit-size", 2)]):
+    for i, extra in enumerate(
+        [("--batch-size", 1, "--workers", 0, "--unit-size", 10), ("--batch-size", 3, "--workers", 2, "--unit-size", 2)]
+    ):
         outs.append(tmp_path / f"s{i}.jsonl")
-        r = run_blip("caption", folder, "--model", cap, "--filter", filt, "--sample", "--num-captions", 3,
-                     "--rerank", "itm", "--out", outs[-1], *extra)
+        r = run_blip(
+            "caption",
+            folder,
+            "--model",
+            cap,
+            "--filter",
+            filt,
+            "--sample",
+            "--num-captions",
+            3,
+            "--rerank",
+            "itm",
+            "--out",
+            outs[-1],
+            *extra,
+        )
         assert r.returncode == 1, r.stderr
     assert outs[0].read_bytes() == outs[1].read_bytes()
     filter_model = blip.load(filt)
@@ -121,7 +169,8 @@ def test_csv_and_parquet_hold_the_jsonl_records(hf_models, folder, tmp_path):
     with open(tmp_path / "a.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["image"], r["caption"], float(r["logprob"])) for r in rows] == [
-        (w["image"], w["caption"], w["logprob"]) for w in want]
+        (w["image"], w["caption"], w["logprob"]) for w in want
+    ]
     assert pq.read_table(tmp_path / "a.parquet").to_pylist() == want
 
 
@@ -133,8 +182,22 @@ def test_sidecars_prefix_suffix_and_skip_existing(hf_models, folder, tmp_path):
     model_dir = hf_models["caption"][1]
     first = min(photos.rglob("p*.jpg"))
     first.with_suffix(".txt").write_text("hand written\n")
-    r = run_blip("caption", photos, "--model", model_dir, "--sidecar", ".txt", "--prefix", "sks, ", "--suffix", ".",
-                 "--skip-existing", "--workers", 0, "--json")
+    r = run_blip(
+        "caption",
+        photos,
+        "--model",
+        model_dir,
+        "--sidecar",
+        ".txt",
+        "--prefix",
+        "sks, ",
+        "--suffix",
+        ".",
+        "--skip-existing",
+        "--workers",
+        0,
+        "--json",
+    )
     assert r.returncode == 1, r.stderr
     assert "1 images already had a caption file, left alone" in r.stderr and r.stdout == ""
     assert first.with_suffix(".txt").read_text() == "hand written\n"
@@ -158,14 +221,33 @@ def test_kill_and_rerun_gives_one_record_per_image_as_an_uninterrupted_run(hf_mo
     model_dir = hf_models["caption"][1]
 
     def cmd(out):
-        return [sys.executable, "-m", "blip", "caption", str(photos), "--model", str(model_dir), "--out", str(out),
-                "--unit-size", "2", "--batch-size", "2", "--sample", "--num-captions", "3", "--workers", "1"]
+        return [
+            sys.executable,
+            "-m",
+            "blip",
+            "caption",
+            str(photos),
+            "--model",
+            str(model_dir),
+            "--out",
+            str(out),
+            "--unit-size",
+            "2",
+            "--batch-size",
+            "2",
+            "--sample",
+            "--num-captions",
+            "3",
+            "--workers",
+            "1",
+        ]
 
     straight = tmp_path / "straight.jsonl"
     assert subprocess.run(cmd(straight), capture_output=True, check=False).returncode == 0
     out = tmp_path / "killed.jsonl"
-    proc = subprocess.Popen(cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    proc = subprocess.Popen(
+        cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, OMP_NUM_THREADS="1")
+    )
     parts = tmp_path / "killed.jsonl.parts"
     deadline = time.time() + 120
     while time.time() < deadline and len(list(parts.glob("*.jsonl"))) < 2:
@@ -181,31 +263,53 @@ def test_kill_and_rerun_gives_one_record_per_image_as_an_uninterrupted_run(hf_mo
     assert out.read_bytes() == straight.read_bytes()
 
 
-@pytest.mark.parametrize("args,message", [
-    (("--batch-size", "0"), "--batch-size: must be at least 1"),  # argparse type check of add_model_args
-    (("--beams", "0"), "--beams must be at least 1"),
-    (("--max-length", "-3"), "--max-length must be at least 1"),
-    (("--min-length", "-1"), "--min-length must not be negative"),
-    (("--num-captions", "3"), "--num-captions above 1 needs --sample"),
-    (("--out", "x.xlsx"), "unknown format"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("--batch-size", "0"), "--batch-size: must be at least 1"),  # argparse type check of add_model_args
+        (("--beams", "0"), "--beams must be at least 1"),
+        (("--max-length", "-3"), "--max-length must be at least 1"),
+        (("--min-length", "-1"), "--min-length must not be negative"),
+        (("--num-captions", "3"), "--num-captions above 1 needs --sample"),
+        (("--out", "x.xlsx"), "unknown format"),
+    ],
+)
 def test_bad_options_are_one_line_errors(tmp_path, args, message):
     r = run_blip("caption", tmp_path, "--model", tmp_path / "no-model", *args)
     assert r.returncode == 2 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
 
 
 def test_piping_into_head_ends_quietly(hf_models, folder):
-    cmd = (f"{sys.executable} -m blip caption {folder} --model {hf_models['caption'][1]} --unit-size 1 --workers 0 "
-           f"--batch-size 1 | head -n 1")
-    r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, check=False,
-                       env=dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1"))
+    cmd = (
+        f"{sys.executable} -m blip caption {folder} --model {hf_models['caption'][1]} --unit-size 1 --workers 0 "
+        f"--batch-size 1 | head -n 1"
+    )
+    r = subprocess.run(
+        ["bash", "-c", cmd],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1"),
+    )
     assert len(r.stdout.splitlines()) == 1
     assert "BrokenPipe" not in r.stderr and "Traceback" not in r.stderr and "Exception" not in r.stderr
 
 
 def test_progress_lines_outside_a_terminal(hf_models, folder, tmp_path):
-    r = run_blip("caption", folder, "--model", hf_models["caption"][1], "--out", tmp_path / "p.jsonl",
-                 "--progress-every", "0", "--workers", "0", "--batch-size", "2")
+    r = run_blip(
+        "caption",
+        folder,
+        "--model",
+        hf_models["caption"][1],
+        "--out",
+        tmp_path / "p.jsonl",
+        "--progress-every",
+        "0",
+        "--workers",
+        "0",
+        "--batch-size",
+        "2",
+    )
     lines = [x for x in r.stderr.splitlines() if "img/s" in x]
     assert len(lines) >= 3 and lines[-1].startswith("blip: 10/10 images"), r.stderr
 
@@ -233,5 +337,5 @@ def test_shards_caption_and_a_truncated_shard_is_counted(hf_models, tmp_path):
     assert r.returncode == 1 and "bad_shard 1" in r.stderr, r.stderr
     got = records(out)
     assert [g["image"] for g in got][:3] == ["shard-0.tar:0000", "shard-0.tar:0001", "shard-0.tar:0002"]
-    want = blip.load(hf_models["caption"][1]).caption([load_image(b) for b in blobs[:len(got)]])
+    want = blip.load(hf_models["caption"][1]).caption([load_image(b) for b in blobs[: len(got)]])
     assert [g["caption"] for g in got] == [w.text for w in want]

@@ -28,15 +28,37 @@ def test_caption_names_missing_images_and_fails_when_most_are(hf_models, synth_w
     err = capsys.readouterr().err.strip()
     assert f"3 of {n} images could not be used" in err and "not-there-" in err and "\n" not in err
     # The README's mistake: no --image-root, so every path is missing; the error names them, not the metric.
-    assert main(["evaluate", "caption", "--model", model, "--no-meteor", "--data",
-                 str(synth_world / "coco_karpathy_test.json")]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "caption",
+                "--model",
+                model,
+                "--no-meteor",
+                "--data",
+                str(synth_world / "coco_karpathy_test.json"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "images could not be used" in err and "images/" in err and "no captions to score" not in err
 
 
 def test_vqa_names_missing_images_and_fails_when_most_are(hf_models, synth_world, tmp_path, capsys):
-    args = ["evaluate", "vqa", "--model", str(hf_models["vqa"][1]), "--image-root", str(synth_world),
-            "--answer-list", str(synth_world / "vqa" / "answer_list.json"), "--k-test", "4"]
+    args = [
+        "evaluate",
+        "vqa",
+        "--model",
+        str(hf_models["vqa"][1]),
+        "--image-root",
+        str(synth_world),
+        "--answer-list",
+        str(synth_world / "vqa" / "answer_list.json"),
+        "--k-test",
+        "4",
+    ]
     n = _subset(synth_world / "vqa" / "vqa_test.json", tmp_path / "few.json", 5, missing=2)
     assert main([*args, "--data", str(tmp_path / "few.json")]) == 0
     out = capsys.readouterr()
@@ -50,8 +72,24 @@ def test_vqa_names_missing_images_and_fails_when_most_are(hf_models, synth_world
 def test_progress_lines_outside_a_terminal(hf_models, synth_world, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("BLIP_PROGRESS_EVERY", "0")  # a line on every update; stderr under capsys is no tty
     n = _subset(synth_world / "coco_karpathy_test.json", tmp_path / "few.json", 3, missing=0)
-    assert main(["evaluate", "caption", "--model", str(hf_models["caption"][1]), "--no-meteor", "--batch-size", "2",
-                 "--image-root", str(synth_world), "--data", str(tmp_path / "few.json")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "caption",
+                "--model",
+                str(hf_models["caption"][1]),
+                "--no-meteor",
+                "--batch-size",
+                "2",
+                "--image-root",
+                str(synth_world),
+                "--data",
+                str(tmp_path / "few.json"),
+            ]
+        )
+        == 0
+    )
     lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("blip: captioning:")]
     assert [x.split()[2] for x in lines] == ["2/3", f"{n}/{n}"]
 

@@ -13,12 +13,12 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import DEC, SEP
 from PIL import Image
 
 import blip
 from blip.cli import main
 from blip.errors import BlipError
+from conftest import DEC, SEP
 
 
 def image(seed: int, size: int = 40) -> Image.Image:
@@ -26,8 +26,13 @@ def image(seed: int, size: int = 40) -> Image.Image:
 
 
 def blip_cli(*args):
-    return subprocess.run([sys.executable, "-m", "blip", *map(str, args)], capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONWARNINGS="ignore"), check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "blip", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONWARNINGS="ignore"),
+        check=False,
+    )
 
 
 def test_ask_answers_takes_the_synthetic_worlds_json_list_and_plain_lines(hf_models, synth_world, tmp_path):
@@ -36,14 +41,36 @@ def test_ask_answers_takes_the_synthetic_worlds_json_list_and_plain_lines(hf_mod
     answers = json.loads((synth_world / "vqa" / "answer_list.json").read_text())
     model = blip.load(hf_models["vqa"][1])
     want = model.ask([str(img)], ["what colour is the square?"], answers=answers, k_test=len(answers))[0]
-    r = blip_cli("ask", img, "-q", "what colour is the square?", "--model", hf_models["vqa"][1], "--json",
-                 "--answers", synth_world / "vqa" / "answer_list.json", "--k-test", len(answers))
+    r = blip_cli(
+        "ask",
+        img,
+        "-q",
+        "what colour is the square?",
+        "--model",
+        hf_models["vqa"][1],
+        "--json",
+        "--answers",
+        synth_world / "vqa" / "answer_list.json",
+        "--k-test",
+        len(answers),
+    )
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
     assert got["answer"] in answers and got["answer"] == want.text
     (tmp_path / "answers.txt").write_text("\n".join(answers) + "\n\n")
-    r = blip_cli("ask", img, "-q", "what colour is the square?", "--model", hf_models["vqa"][1], "--json",
-                 "--answers", tmp_path / "answers.txt", "--k-test", len(answers))
+    r = blip_cli(
+        "ask",
+        img,
+        "-q",
+        "what colour is the square?",
+        "--model",
+        hf_models["vqa"][1],
+        "--json",
+        "--answers",
+        tmp_path / "answers.txt",
+        "--k-test",
+        len(answers),
+    )
     assert r.returncode == 0 and json.loads(r.stdout)["answer"] == want.text
     # An answer longer than the model's positions (the tiny model has 40) is cut, not an IndexError.
     long = ["yes", " ".join(["red"] * 60)]
@@ -64,14 +91,17 @@ def _trained_captioner(hf_models, out):
     data = [(torch.randn(3, 32, 32), torch.tensor([DEC, 20, 21, SEP])) for _ in range(4)]
 
     def collate(items):
-        return {"image": torch.stack([i for i, _ in items]), "ids": torch.stack([t for _, t in items]),
-                "size": len(items), "skipped": []}
+        return {
+            "image": torch.stack([i for i, _ in items]),
+            "ids": torch.stack([t for _, t in items]),
+            "size": len(items),
+            "skipped": [],
+        }
 
     def loss_fn(m, batch, info):
         return {"loss": m(batch["image"], batch["ids"], torch.ones_like(batch["ids"]))}
 
-    cfg = TrainConfig(out=str(out), batch_size=2, max_steps=1, num_workers=0, warmup_steps=0, lr=1e-2,
-                      progress=False)
+    cfg = TrainConfig(out=str(out), batch_size=2, max_steps=1, num_workers=0, warmup_steps=0, lr=1e-2, progress=False)
     Trainer(cfg, CaptionTraining(model, prompt_tokens=1), data, loss_fn, collate).fit()
     return model.eval(), tok
 
@@ -107,10 +137,21 @@ def test_checkpoint_without_tokenizer_fails_at_once_offline(hf_models, tmp_path,
     with pytest.raises(BlipError, match="--tokenizer") as e:
         blip.load(tmp_path / "run" / "checkpoint-00000001.pt")
     assert "\n" not in str(e.value)
-    r = subprocess.run([sys.executable, "-m", "blip", "caption", str(tmp_path / "x.png"), "--model",
-                        str(tmp_path / "run" / "checkpoint-00000001.pt")], capture_output=True, text=True,
-                       env=dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "empty-cache")),
-                       check=False)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "blip",
+            "caption",
+            str(tmp_path / "x.png"),
+            "--model",
+            str(tmp_path / "run" / "checkpoint-00000001.pt"),
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "empty-cache")),
+        check=False,
+    )
     assert r.returncode == 2 and "--tokenizer" in r.stderr and r.stderr.count("\n") == 1
 
 
@@ -138,10 +179,17 @@ def test_api_reports_a_bad_file_per_item(hf_models, tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
     with pytest.raises(BlipError, match="bad.jpg"):
         model.caption([good, tmp_path / "bad.jpg"], max_length=8)
-    got = model.caption([tmp_path / "bad.jpg", good, tmp_path / "gone.png"], max_length=8, on_error="report",
-                        strategy="nucleus", num_captions=2, generator=torch.Generator().manual_seed(0))
-    alone = model.caption(good, max_length=8, strategy="nucleus", num_captions=2,
-                          generator=torch.Generator().manual_seed(0))
+    got = model.caption(
+        [tmp_path / "bad.jpg", good, tmp_path / "gone.png"],
+        max_length=8,
+        on_error="report",
+        strategy="nucleus",
+        num_captions=2,
+        generator=torch.Generator().manual_seed(0),
+    )
+    alone = model.caption(
+        good, max_length=8, strategy="nucleus", num_captions=2, generator=torch.Generator().manual_seed(0)
+    )
     assert [c.error is None for c in got] == [False, False, True, True, False, False]
     assert "not an image" in got[0].error and "no such file" in got[4].error and math.isinf(got[0].logprob)
     assert [c.text for c in got[2:4]] == [c.text for c in alone]
@@ -175,6 +223,8 @@ def test_synth_refuses_a_non_empty_folder(tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["images"]  # nothing written or deleted
     (tmp_path / "empty").mkdir()
-    assert main(["data", "synth", "--out", str(tmp_path / "empty"), "--images", "8", "--videos", "0",
-                 "--workers", "1"]) == 0
+    assert (
+        main(["data", "synth", "--out", str(tmp_path / "empty"), "--images", "8", "--videos", "0", "--workers", "1"])
+        == 0
+    )
     assert main(["data", "synth", "--out", str(tmp_path / "empty"), "--images", "8", "--videos", "0"]) == 2

@@ -23,8 +23,17 @@ class TableDecoder(nn.Module):
         probs[X] = torch.tensor([0, 0.3305, 0, 0, 0, 0.6695])
         self.logp = probs.clamp_min(1e-12).log()
 
-    def forward(self, ids, attention_mask=None, image_embeds=None, image_mask=None, *, cross_kv=None, cache=None,
-                last_only=False):
+    def forward(
+        self,
+        ids,
+        attention_mask=None,
+        image_embeds=None,
+        image_mask=None,
+        *,
+        cross_kv=None,
+        cache=None,
+        last_only=False,
+    ):
         return self.logp[ids[:, -1]]
 
 

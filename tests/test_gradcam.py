@@ -6,12 +6,12 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
-from conftest import ENC
 from PIL import Image
 
 import blip
 from blip.cli import main
 from blip.gradcam import jet, upsample
+from conftest import ENC
 
 TEXTS = ["a red square on the left", "two dog", "the blue circle above a green triangle"]
 
@@ -26,8 +26,9 @@ def reference_gradcam(hf, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.T
     enc_ids = ids.clone()
     enc_ids[:, 0] = ENC  # the reference's [ENC] (transformers would keep [CLS])
     image_embeds = hf.vision_model(pixel_values=pixels).last_hidden_state
-    out = hf.text_encoder(input_ids=enc_ids, attention_mask=mask, encoder_hidden_states=image_embeds,
-                          output_attentions=True)
+    out = hf.text_encoder(
+        input_ids=enc_ids, attention_mask=mask, encoder_hidden_states=image_embeds, output_attentions=True
+    )
     probs = out.cross_attentions[layer]
     probs.retain_grad()
     logits = hf.itm_head(out.last_hidden_state[:, 0])
@@ -43,7 +44,7 @@ def reference_gradcam(hf, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.T
     for i in range(b):
         g = gradcam[i].detach()
         n_tok = int(lengths[i])
-        result.append((g[0], g[1:n_tok + 1].sum(0) / n_tok, g[1:n_tok + 1]))
+        result.append((g[0], g[1 : n_tok + 1].sum(0) / n_tok, g[1 : n_tok + 1]))
     return result, logits.detach().softmax(-1)[:, 1]
 
 
@@ -97,14 +98,38 @@ def test_gradcam_cli_writes_an_overlay(hf_models, tmp_path, capsys):
     path = tmp_path / "in.png"
     image().save(path)
     out = tmp_path / "heat.png"
-    code = main(["gradcam", str(path), "--text", "a red square", "--model", str(hf_models["retrieval"][1]),
-                 "--out", str(out), "--json"])
+    code = main(
+        [
+            "gradcam",
+            str(path),
+            "--text",
+            "a red square",
+            "--model",
+            str(hf_models["retrieval"][1]),
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     assert code == 0
     assert Image.open(out).size == Image.open(path).size
     record = capsys.readouterr().out
     assert '"itm"' in record and '"tokens": ["a", "red", "square"]' in record
-    assert main(["gradcam", str(tmp_path / "missing.png"), "--text", "x", "--model",
-                 str(hf_models["retrieval"][1]), "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "gradcam",
+                str(tmp_path / "missing.png"),
+                "--text",
+                "x",
+                "--model",
+                str(hf_models["retrieval"][1]),
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
 
 
 def test_separable_blur_equals_torchvision():

@@ -26,11 +26,14 @@ def rgb():
     return Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 32, 3), dtype=np.uint8))
 
 
-@pytest.mark.parametrize("reason,make", [
-    ("missing", lambda d: d / "absent.jpg"),
-    ("not_image", lambda d: (d / "notes.txt").write_text("hello") and d / "notes.txt"),
-    ("empty", lambda d: (d / "zero.jpg").write_bytes(b"") or d / "zero.jpg"),
-])
+@pytest.mark.parametrize(
+    "reason,make",
+    [
+        ("missing", lambda d: d / "absent.jpg"),
+        ("not_image", lambda d: (d / "notes.txt").write_text("hello") and d / "notes.txt"),
+        ("empty", lambda d: (d / "zero.jpg").write_bytes(b"") or d / "zero.jpg"),
+    ],
+)
 def test_unusable_files_have_a_reason(tmp_path, reason, make):
     with pytest.raises(ImageError) as e:
         load_image(make(tmp_path))
@@ -86,8 +89,9 @@ def test_grayscale_and_16_bit_scaled_not_clipped(tmp_path):
 
 def blip_cli(*args, cwd=None):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, "-m", "blip", *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "blip", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env
+    )
 
 
 def test_cli_missing_checkpoint_is_one_line(tmp_path, rgb):
@@ -115,8 +119,9 @@ def test_cli_match_ask_and_convert(hf_models, tmp_path, rgb):
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert len(rows) == 2 and all(0 <= row["itm"] <= 1 and -1 <= row["itc"] <= 1 for row in rows)
     (tmp_path / "answers.txt").write_text("yes\nno\nred\n")
-    r = blip_cli("ask", img, "-q", "is there a dog?", "--model", hf_models["vqa"][1], "--answers",
-                 tmp_path / "answers.txt")
+    r = blip_cli(
+        "ask", img, "-q", "is there a dog?", "--model", hf_models["vqa"][1], "--answers", tmp_path / "answers.txt"
+    )
     assert r.returncode == 0 and r.stdout.split("\t")[1].strip() in {"yes", "no", "red"}
     r = blip_cli("convert", hf_models["vqa"][1], tmp_path / "own")
     assert r.returncode == 0, r.stderr

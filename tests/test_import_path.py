@@ -8,8 +8,9 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def test_importing_the_library_does_not_import_matplotlib():
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import blip, blip.api, blip.cli, blip.data.synth, "
-            "blip.tasks.ablation, blip.tasks.report; print('matplotlib' in sys.modules)")
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import blip, blip.api, blip.cli, blip.data.synth, "
+        "blip.tasks.ablation, blip.tasks.report; print('matplotlib' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code, str(SRC)], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "False"
-

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ENC, make_hf
 from PIL import Image
 
 import blip
 from blip.cli import main
 from blip.errors import BlipError
 from blip.index import Index, IndexWriter
+from conftest import ENC, make_hf
 
 TOL = 2e-3  # stored features are float16: cosines within about 1e-3 of float32
 
@@ -102,8 +102,13 @@ def test_search_equals_transformers_brute_force(hf_models, collection, tmp_path)
     query = collection[0] + "/3.png"
     with torch.no_grad():
         feats = torch.nn.functional.normalize(
-            hf.vision_proj(hf.vision_model(model.pixels([query] + [index.image(blip.SearchHit(0, k, None, 0, None))
-                                                                      for k in index.keys]))[0][:, 0]), dim=-1)
+            hf.vision_proj(
+                hf.vision_model(
+                    model.pixels([query] + [index.image(blip.SearchHit(0, k, None, 0, None)) for k in index.keys])
+                )[0][:, 0]
+            ),
+            dim=-1,
+        )
     ref = dict(zip(index.keys, (feats[1:] @ feats[0]).tolist()))
     hits = index.search(model, image=query, top_k=5)
     assert hits[0].key == os.path.abspath(query) and all(h.itm is None for h in hits)
@@ -169,12 +174,17 @@ blip.load(sys.argv[1]).index(sys.argv[2:-1], sys.argv[-1], batch_size=2, shard_s
 
 def test_kill_9_during_indexing_loses_nothing_written(hf_models, collection, tmp_path):
     folder = hf_models["retrieval"][1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(blip.__file__).parents[1]),
-                                                        os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", KILLER, str(folder), *collection, str(tmp_path / "idx")],
-                          check=False, env=env)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(blip.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, str(folder), *collection, str(tmp_path / "idx")], check=False, env=env
+    )
     assert proc.returncode == -9
-    assert (tmp_path / "idx" / "shards" / "emb-000002.npy").exists() and not (tmp_path / "idx" / "table.parquet").exists()
+    assert (tmp_path / "idx" / "shards" / "emb-000002.npy").exists() and not (
+        tmp_path / "idx" / "table.parquet"
+    ).exists()
     with pytest.raises(BlipError, match="not a finished search index"):
         Index.open(tmp_path / "idx")
     model = blip.load(folder)
@@ -223,8 +233,13 @@ def test_bad_images_are_skipped_and_counted(hf_models, tmp_path, capsys):
     model = blip.load(hf_models["retrieval"][1])
     index = model.index([str(photos), str(tmp_path / "list.txt")], tmp_path / "idx")
     assert len(index) == 2  # good.png (listed twice, kept once) and the whole member of the cut shard
-    assert dict(index.build_report.skipped.skipped) == {"empty": 1, "not_image": 1, "truncated": 2, "missing": 1,
-                                                       "bad_shard": 1}
+    assert dict(index.build_report.skipped.skipped) == {
+        "empty": 1,
+        "not_image": 1,
+        "truncated": 2,
+        "missing": 1,
+        "bad_shard": 1,
+    }
     capsys.readouterr()
     for _ in range(2):  # the rerun reuses good.png and counts the same bad images
         code = main(["index", str(photos), "--model", str(hf_models["retrieval"][1]), "--out", str(tmp_path / "i2")])

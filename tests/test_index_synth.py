@@ -6,7 +6,6 @@ import os
 
 import pytest
 import torch
-from test_trainer import recipe
 
 import blip
 from blip.data.readers import read_karpathy_eval
@@ -14,6 +13,7 @@ from blip.data.text import pre_caption
 from blip.evaluation.retrieval import positive_ranks, recall_at, retrieval_metrics
 from blip.tasks.pretrain import pretrain
 from blip.tasks.retrieval import retrieval_scores
+from test_trainer import recipe
 
 K_TEST = 16
 

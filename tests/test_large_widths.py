@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import CLS, DEC, ENC, PAD, SEP, VOCAB
 
 from blip.checkpoint import load_checkpoint, to_transformers_keys
 from blip.model.blip import BlipModel
 from blip.model.config import for_task
+from conftest import CLS, DEC, ENC, PAD, SEP, VOCAB
 
 TOL = 1e-4
 VISION_WIDTH, TEXT_WIDTH = 192, 128
@@ -23,11 +23,29 @@ def wide_hf_config():
     """A transformers BlipConfig whose vision width (192) is not its text width (128)."""
     from transformers import BlipConfig
 
-    text = {"vocab_size": len(VOCAB), "hidden_size": TEXT_WIDTH, "num_hidden_layers": 2, "num_attention_heads": 2,
-            "intermediate_size": 256, "max_position_embeddings": 40, "initializer_range": 0.2,
-            "bos_token_id": DEC, "sep_token_id": SEP, "eos_token_id": SEP, "pad_token_id": PAD}
-    vision = {"hidden_size": VISION_WIDTH, "num_hidden_layers": 2, "num_attention_heads": 3, "intermediate_size": 384,
-              "image_size": 32, "patch_size": 16, "layer_norm_eps": 1e-6, "initializer_range": 0.2}
+    text = {
+        "vocab_size": len(VOCAB),
+        "hidden_size": TEXT_WIDTH,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 256,
+        "max_position_embeddings": 40,
+        "initializer_range": 0.2,
+        "bos_token_id": DEC,
+        "sep_token_id": SEP,
+        "eos_token_id": SEP,
+        "pad_token_id": PAD,
+    }
+    vision = {
+        "hidden_size": VISION_WIDTH,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 3,
+        "intermediate_size": 384,
+        "image_size": 32,
+        "patch_size": 16,
+        "layer_norm_eps": 1e-6,
+        "initializer_range": 0.2,
+    }
     return BlipConfig(text_config=text, vision_config=vision, image_text_hidden_size=16)
 
 
@@ -47,8 +65,10 @@ def wide(tmp_path_factory):
     import transformers
 
     out = {}
-    for seed, kind, cls in ((0, "caption", transformers.BlipForConditionalGeneration),
-                            (1, "retrieval", transformers.BlipForImageTextRetrieval)):
+    for seed, kind, cls in (
+        (0, "caption", transformers.BlipForConditionalGeneration),
+        (1, "retrieval", transformers.BlipForImageTextRetrieval),
+    ):
         torch.manual_seed(seed)
         model = cls(wide_hf_config()).eval()
         randomise(model)
@@ -132,10 +152,10 @@ def test_vqa_decoder_reads_the_question_states_at_text_width(wide, pixels, tmp_p
     hf_sd = to_transformers_keys(model.state_dict())
     text_cfg = wide_hf_config().text_config
     encoder = BlipTextModel(text_cfg, add_pooling_layer=False).eval()
-    encoder.load_state_dict({k[len("text_encoder."):]: v for k, v in hf_sd.items() if k.startswith("text_encoder.")})
+    encoder.load_state_dict({k[len("text_encoder.") :]: v for k, v in hf_sd.items() if k.startswith("text_encoder.")})
     text_cfg.encoder_hidden_size = TEXT_WIDTH
     decoder = BlipTextLMHeadModel(text_cfg).eval()
-    dec_sd = {k[len("text_decoder."):]: v for k, v in hf_sd.items() if k.startswith("text_decoder.")}
+    dec_sd = {k[len("text_decoder.") :]: v for k, v in hf_sd.items() if k.startswith("text_decoder.")}
     assert not decoder.load_state_dict(dec_sd, strict=False).unexpected_keys
     q_ids = torch.tensor([[ENC, 30, 31, 8, SEP], [ENC, 32, 33, SEP, PAD], [ENC, 35, 36, 10, SEP]])
     q_mask = (q_ids != PAD).long()
@@ -148,9 +168,16 @@ def test_vqa_decoder_reads_the_question_states_at_text_width(wide, pixels, tmp_p
         ours = model.text_decoder(a_ids, a_mask, states, q_mask)
         # transformers 5.23's BlipTextLMHeadModel drops encoder_attention_mask, so each answer is decoded against
         # its own question's unpadded states instead.
-        ref = torch.cat([decoder(input_ids=a_ids[i:i + 1], attention_mask=a_mask[i:i + 1],
-                                 encoder_hidden_states=ref_states[i:i + 1, : int(q_mask[i].sum())]).logits
-                         for i in range(len(a_ids))])
+        ref = torch.cat(
+            [
+                decoder(
+                    input_ids=a_ids[i : i + 1],
+                    attention_mask=a_mask[i : i + 1],
+                    encoder_hidden_states=ref_states[i : i + 1, : int(q_mask[i].sum())],
+                ).logits
+                for i in range(len(a_ids))
+            ]
+        )
     assert states.shape[-1] == TEXT_WIDTH
     assert (states - ref_states).abs().max() <= TOL
     assert (ours - ref).abs().max() <= TOL
@@ -160,6 +187,7 @@ def test_vqa_decoder_reads_the_question_states_at_text_width(wide, pixels, tmp_p
     assert loaded.cfg.decoder_input == "question"
     assert loaded.text_decoder.bert.encoder.layer[1].crossattention.self.value.in_features == TEXT_WIDTH
     with torch.no_grad():
-        again = loaded.text_decoder(a_ids, a_mask, loaded.encode_grounded(q_ids, q_mask, loaded.encode_image(pixels)),
-                                    q_mask)
+        again = loaded.text_decoder(
+            a_ids, a_mask, loaded.encode_grounded(q_ids, q_mask, loaded.encode_image(pixels)), q_mask
+        )
     assert (again - ref).abs().max() <= TOL

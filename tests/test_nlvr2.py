@@ -15,11 +15,12 @@ from test_trainer import ROOT, recipe
 
 def test_twin_branches_copied_from_pretrained_reduce_to_single_attention(hf_models, pixels):
     hf, folder = hf_models["retrieval"]
-    model, _, report = load_checkpoint(folder, task="nlvr2", allow_missing=NEW_PARAMETERS,
-                                       overrides={"nlvr_merge_from": 1})
+    model, _, report = load_checkpoint(
+        folder, task="nlvr2", allow_missing=NEW_PARAMETERS, overrides={"nlvr_merge_from": 1}
+    )
     assert any("self0/self1" in d for d in report.defaulted)
     layers = model.text_encoder.encoder.layer
-    assert [hasattr(l.crossattention.output, "merge_layer") for l in layers] == [False, True]  # merges from 1
+    assert [hasattr(layer.crossattention.output, "merge_layer") for layer in layers] == [False, True]  # merges from 1
     with torch.no_grad():
         for layer in layers:  # merging two equal branches with [I/2, I/2] is their average
             if layer.crossattention.merge:
@@ -31,23 +32,26 @@ def test_twin_branches_copied_from_pretrained_reduce_to_single_attention(hf_mode
         embeds = model.encode_image(pixels[:2])
         ours = model.text_encoder(ids, mask, (embeds, embeds))
         # The same image on both branches must give transformers' single-image grounded encoder output.
-        ref = hf.text_encoder(input_ids=ids, attention_mask=mask,
-                              encoder_hidden_states=hf.vision_model(pixel_values=pixels[:2])[0]).last_hidden_state
+        ref = hf.text_encoder(
+            input_ids=ids, attention_mask=mask, encoder_hidden_states=hf.vision_model(pixel_values=pixels[:2])[0]
+        ).last_hidden_state
     assert (ours - ref).abs().max() <= 1e-4
 
 
 def test_reference_nlvr2_names_round_trip(hf_models, tmp_path):
     _, folder = hf_models["retrieval"]
-    model, _, _ = load_checkpoint(folder, task="nlvr2", allow_missing=NEW_PARAMETERS,
-                                  overrides={"nlvr_merge_from": 1})
+    model, _, _ = load_checkpoint(folder, task="nlvr2", allow_missing=NEW_PARAMETERS, overrides={"nlvr_merge_from": 1})
     names = set(model.state_dict())
     # The reference nlvr_encoder's names: two query/key/value branches and two output denses per layer.
-    for expected in ("text_encoder.encoder.layer.0.crossattention.self0.query.weight",
-                     "text_encoder.encoder.layer.0.crossattention.self1.value.bias",
-                     "text_encoder.encoder.layer.0.crossattention.output.dense0.weight",
-                     "text_encoder.encoder.layer.1.crossattention.output.merge_layer.weight",
-                     "text_encoder.encoder.layer.1.crossattention.output.LayerNorm.weight",
-                     "cls_head.0.weight", "cls_head.2.bias"):
+    for expected in (
+        "text_encoder.encoder.layer.0.crossattention.self0.query.weight",
+        "text_encoder.encoder.layer.0.crossattention.self1.value.bias",
+        "text_encoder.encoder.layer.0.crossattention.output.dense0.weight",
+        "text_encoder.encoder.layer.1.crossattention.output.merge_layer.weight",
+        "text_encoder.encoder.layer.1.crossattention.output.LayerNorm.weight",
+        "cls_head.0.weight",
+        "cls_head.2.bias",
+    ):
         assert expected in names
     torch.save({"model": model.state_dict()}, tmp_path / "model_base_nlvr.pth")
     loaded, _, report = load_checkpoint(tmp_path / "model_base_nlvr.pth")

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import CLS, DEC, ENC, PAD, SEP
 from PIL import Image
 
 import blip
@@ -17,6 +16,7 @@ from blip.checkpoint import load_checkpoint, save_pretrained
 from blip.cli import main
 from blip.errors import BlipError
 from blip.tasks.nlvr2 import NEW_PARAMETERS
+from conftest import CLS, DEC, ENC, PAD, SEP
 
 
 def image(seed: int, size: int = 40) -> Image.Image:
@@ -39,8 +39,13 @@ def test_caption_ids_equal_transformers_and_score_is_the_beam_score(hf_models, p
     model = blip.load(folder)
     caps = model.caption(list(pixels), prompt="a picture of", length_norm="transformers")
     with torch.no_grad():
-        ref = hf.generate(pixel_values=pixels, input_ids=torch.tensor([[CLS, 5, 6, 7, SEP]] * 3), num_beams=3,
-                          max_length=20, min_length=5)
+        ref = hf.generate(
+            pixel_values=pixels,
+            input_ids=torch.tensor([[CLS, 5, 6, 7, SEP]] * 3),
+            num_beams=3,
+            max_length=20,
+            min_length=5,
+        )
     assert [c.ids for c in caps] == [trim(r) for r in ref.tolist()]
     # The reference scorer (4.15): sum of log-probabilities / tokens before the end token, prompt included.
     for cap in model.caption(list(pixels), prompt="a picture of"):
@@ -58,8 +63,9 @@ def test_itm_logits_equal_transformers(hf_models, pixels):
         ref = hf(input_ids=ids, attention_mask=mask, pixel_values=pixels, use_itm_head=True).itm_score
     got = model.itm_logits(list(pixels), texts)
     assert (got - ref).abs().max() <= 1e-4
-    assert torch.allclose(got.softmax(-1)[:, 1], torch.tensor([m["itm"] for m in model.match(list(pixels), texts)]),
-                          atol=1e-5)
+    assert torch.allclose(
+        got.softmax(-1)[:, 1], torch.tensor([m["itm"] for m in model.match(list(pixels), texts)]), atol=1e-5
+    )
 
 
 QUESTIONS = ["is there a dog", "what colour is the square on the left of the red circle"]
@@ -73,8 +79,9 @@ def test_vqa_generate_without_question_mask_is_the_reference_and_transformers(hf
     ids, mask = enc_ids(model, QUESTIONS)
     assert (mask == 0).any()  # the short question is padded
     with torch.no_grad():  # transformers' generate also decodes over an all-ones question mask
-        ref = hf.generate(input_ids=ids, attention_mask=mask, pixel_values=pixels[:2], num_beams=3, max_length=10,
-                          min_length=1)
+        ref = hf.generate(
+            input_ids=ids, attention_mask=mask, pixel_values=pixels[:2], num_beams=3, max_length=10, min_length=1
+        )
     assert [a.text for a in got] == [model.tokenizer.decode(trim(r)) for r in ref.tolist()]
     # Masked (the default), the short question's answer does not depend on the batch; unmasked it does.
     alone = model.ask(images[:1], QUESTIONS[:1])[0]
@@ -96,16 +103,21 @@ def test_ranked_answers_follow_rank_answer(hf_models, pixels):
     ans, ans_mask = model.tokenizer(answers, max_length=512)
     ans[:, 0] = DEC
     with torch.no_grad():
-        states = hf.text_encoder(input_ids=ids, attention_mask=mask,
-                                 encoder_hidden_states=hf.vision_model(pixel_values=pixels[:1])[0]).last_hidden_state
-        first = hf.text_decoder(input_ids=torch.tensor([[DEC]]), encoder_hidden_states=states,
-                                encoder_attention_mask=mask).logits[0, -1].softmax(-1)
+        states = hf.text_encoder(
+            input_ids=ids, attention_mask=mask, encoder_hidden_states=hf.vision_model(pixel_values=pixels[:1])[0]
+        ).last_hidden_state
+        first = (
+            hf.text_decoder(input_ids=torch.tensor([[DEC]]), encoder_hidden_states=states, encoder_attention_mask=mask)
+            .logits[0, -1]
+            .softmax(-1)
+        )
         candidates = first[ans[:, 1]].topk(k_test).indices.tolist()
         scores = {}
         for i in candidates:
             n = int(ans_mask[i].sum())
-            logits = hf.text_decoder(input_ids=ans[i : i + 1, :n], encoder_hidden_states=states,
-                                     encoder_attention_mask=mask).logits[0, :-1]
+            logits = hf.text_decoder(
+                input_ids=ans[i : i + 1, :n], encoder_hidden_states=states, encoder_attention_mask=mask
+            ).logits[0, :-1]
             logp = logits.log_softmax(-1)
             nll = -logp.gather(1, ans[i, 1:n, None]).squeeze(1)
             scores[answers[i]] = float(-(0.9 * nll - 0.1 * logp.mean(-1)).sum())
@@ -124,8 +136,9 @@ def test_token_states_of_a_model_without_itc_heads(hf_models, pixels):
     with torch.no_grad():
         unimodal = hf.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
         ids[:, 0] = ENC
-        grounded = hf.text_encoder(input_ids=ids, attention_mask=mask,
-                                   encoder_hidden_states=hf.vision_model(pixel_values=pixels[:2])[0]).last_hidden_state
+        grounded = hf.text_encoder(
+            input_ids=ids, attention_mask=mask, encoder_hidden_states=hf.vision_model(pixel_values=pixels[:2])[0]
+        ).last_hidden_state
     assert (model.text_states(texts) - unimodal).abs().max() <= 1e-4
     assert (model.multimodal_states(list(pixels[:2]), texts) - grounded).abs().max() <= 1e-4
 
@@ -148,8 +161,9 @@ def nlvr_folder(hf_models, tmp_path_factory):
     """An NLVR2 model from the retrieval checkpoint (branches copied), merging from layer 1, saved as a folder."""
     _, folder = hf_models["retrieval"]
     torch.manual_seed(0)
-    model, tok, _ = load_checkpoint(folder, task="nlvr2", allow_missing=NEW_PARAMETERS,
-                                    overrides={"nlvr_merge_from": 1})
+    model, tok, _ = load_checkpoint(
+        folder, task="nlvr2", allow_missing=NEW_PARAMETERS, overrides={"nlvr_merge_from": 1}
+    )
     out = tmp_path_factory.mktemp("nlvr")
     save_pretrained(model, tok, out / "model")
     image(3).save(out / "left.png")
@@ -170,8 +184,23 @@ def test_nlvr_api_and_command(nlvr_folder, capsys):
     assert [v.probability for v in verdicts] == pytest.approx(probs.tolist(), abs=1e-5)
     assert [v.true for v in verdicts] == [p > 0.5 for p in probs.tolist()]
     assert model.nlvr([right], [left], statements)[0].probability != pytest.approx(verdicts[0].probability, abs=1e-6)
-    assert main(["nlvr", str(nlvr_folder / "left.png"), str(nlvr_folder / "right.png"), "-s", statements[0], "-s",
-                 statements[1], "--model", str(nlvr_folder / "model"), "--json"]) == 0
+    assert (
+        main(
+            [
+                "nlvr",
+                str(nlvr_folder / "left.png"),
+                str(nlvr_folder / "right.png"),
+                "-s",
+                statements[0],
+                "-s",
+                statements[1],
+                "--model",
+                str(nlvr_folder / "model"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["probability"] for r in rows] == pytest.approx(probs.tolist(), abs=1e-5)
     with pytest.raises(BlipError, match="NLVR2"):
@@ -182,19 +211,50 @@ def test_cli_top_k_ranked_answers_and_reference_padding(hf_models, tmp_path, cap
     caption_folder, vqa_folder = hf_models["caption"][1], hf_models["vqa"][1]
     image(5).save(tmp_path / "a.png")
     # Sampling with top-k 1 keeps only the likeliest token after the processors: greedy decoding.
-    assert main(["caption", str(tmp_path / "a.png"), "--model", str(caption_folder), "--sample", "--top-k", "1",
-                 "--json"]) == 0
+    assert (
+        main(["caption", str(tmp_path / "a.png"), "--model", str(caption_folder), "--sample", "--top-k", "1", "--json"])
+        == 0
+    )
     sampled = json.loads(capsys.readouterr().out)["caption"]
     model = blip.load(caption_folder)
     assert sampled == model.caption([image(5)], strategy="greedy", repetition_penalty=1.1)[0].text
     (tmp_path / "answers.txt").write_text("yes\nno\nred\ntwo\n")
-    assert main(["ask", str(tmp_path / "a.png"), "-q", QUESTIONS[1], "--model", str(vqa_folder), "--answers",
-                 str(tmp_path / "answers.txt"), "--top", "3", "--json"]) == 0
+    assert (
+        main(
+            [
+                "ask",
+                str(tmp_path / "a.png"),
+                "-q",
+                QUESTIONS[1],
+                "--model",
+                str(vqa_folder),
+                "--answers",
+                str(tmp_path / "answers.txt"),
+                "--top",
+                "3",
+                "--json",
+            ]
+        )
+        == 0
+    )
     ranked = json.loads(capsys.readouterr().out)["answers"]
     vqa = blip.load(vqa_folder)
     want = vqa.ask([image(5)], QUESTIONS[1:], answers=["yes", "no", "red", "two"], top=3)[0]
     assert [r["answer"] for r in ranked] == [a.text for a in want]
-    assert main(["ask", str(tmp_path / "a.png"), "-q", QUESTIONS[0], "--model", str(vqa_folder),
-                 "--no-mask-question-padding", "--json"]) == 0
+    assert (
+        main(
+            [
+                "ask",
+                str(tmp_path / "a.png"),
+                "-q",
+                QUESTIONS[0],
+                "--model",
+                str(vqa_folder),
+                "--no-mask-question-padding",
+                "--json",
+            ]
+        )
+        == 0
+    )
     answer = json.loads(capsys.readouterr().out)["answer"]
     assert answer == vqa.ask([image(5)], QUESTIONS[:1], mask_question_padding=False)[0].text

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from conftest import VOCAB
 
 from blip.model.config import preset
 from blip.tasks.retrieval import retrieval_init
 from blip.training.pretrain import BlipPretrain
+from conftest import VOCAB
 
 QUEUE = 8
 
@@ -18,8 +18,9 @@ QUEUE = 8
 def pretrained_checkpoint(path, with_momentum: bool = True) -> dict[str, torch.Tensor]:
     """A reference-layout pretraining .pth whose momentum encoders and queues differ from their online copies."""
     torch.manual_seed(0)
-    cfg = preset("tiny").replace(**{"text.vocab_size": 120, "text.dec_id": 118, "text.enc_id": 119,
-                                    "vision.image_size": 32})
+    cfg = preset("tiny").replace(
+        **{"text.vocab_size": 120, "text.dec_id": 118, "text.enc_id": 119, "vision.image_size": 32}
+    )
     model = BlipPretrain(cfg, queue_size=QUEUE)
     sd = model.state_dict()
     with torch.no_grad():
@@ -43,12 +44,19 @@ def test_retrieval_finetune_starts_from_the_checkpoints_momentum_encoders_and_qu
     sd = pretrained_checkpoint(tmp_path / "model_base.pth")
     model, _, report = retrieval_init(recipe(tmp_path, queue_size=QUEUE))
     own = model.state_dict()
-    for name in ("visual_encoder_m.blocks.0.attn.qkv.weight", "text_encoder_m.encoder.layer.0.attention.self.query.bias",
-                 "vision_proj_m.weight", "text_proj_m.weight", "image_queue", "text_queue"):
+    for name in (
+        "visual_encoder_m.blocks.0.attn.qkv.weight",
+        "text_encoder_m.encoder.layer.0.attention.self.query.bias",
+        "vision_proj_m.weight",
+        "text_proj_m.weight",
+        "image_queue",
+        "text_queue",
+    ):
         assert torch.equal(own[name], sd[name]), name
         assert name in report.carried
-    assert not torch.equal(own["visual_encoder_m.blocks.0.attn.qkv.weight"],
-                           own["visual_encoder.blocks.0.attn.qkv.weight"])
+    assert not torch.equal(
+        own["visual_encoder_m.blocks.0.attn.qkv.weight"], own["visual_encoder.blocks.0.attn.qkv.weight"]
+    )
     # The retrieval model's own queue state: the pretraining checkpoint says queue_ptr, not ptr_queue.
     assert (own["idx_queue"] == -100).all() and int(own["ptr_queue"]) == 0
     assert "queue_ptr" not in report.carried

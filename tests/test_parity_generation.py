@@ -7,11 +7,11 @@ import math
 
 import pytest
 import torch
-from conftest import CLS, DEC, SEP
 from torch import nn
 
 from blip.checkpoint import load_checkpoint
 from blip.generation import GenerationConfig, _top_k, generate
+from conftest import CLS, DEC, SEP
 
 EOS, PAD = 1, 0  # the Markov tables' ids (the transformers model uses conftest's SEP and PAD)
 
@@ -25,8 +25,17 @@ class TableDecoder(nn.Module):
         self.logp = logp
         self.length = 0
 
-    def forward(self, ids, attention_mask=None, image_embeds=None, image_mask=None, *, cross_kv=None, cache=None,
-                last_only=False):
+    def forward(
+        self,
+        ids,
+        attention_mask=None,
+        image_embeds=None,
+        image_mask=None,
+        *,
+        cross_kv=None,
+        cache=None,
+        last_only=False,
+    ):
         # The loop feeds the prompt once, then one token per step (its cache holds the rest).
         self.length = ids.shape[1] if ids.shape[1] > 1 else self.length + 1
         return table(self.logp, self.length)[ids[:, -1]]
@@ -36,8 +45,9 @@ def table(logp: torch.Tensor, length: int) -> torch.Tensor:
     return logp[length] if logp.dim() == 3 else logp
 
 
-def reference_beam_search(logp: torch.Tensor, prompt: list[int], num_beams: int, max_length: int
-                          ) -> tuple[list[int], float]:
+def reference_beam_search(
+    logp: torch.Tensor, prompt: list[int], num_beams: int, max_length: int
+) -> tuple[list[int], float]:
     """transformers 4.15 beam_search + BeamSearchScorer (early_stopping=False, length_penalty 1), one source."""
     beams = [(list(prompt), 0.0)] + [(list(prompt), -1e9)] * (num_beams - 1)
     hyps: list[tuple[float, list[int]]] = []
@@ -57,8 +67,14 @@ def reference_beam_search(logp: torch.Tensor, prompt: list[int], num_beams: int,
 
     cur_len = len(prompt)
     while cur_len < max_length:
-        cands = sorted(((total + float(table(logp, len(seq))[seq[-1], t]), b, t) for b, (seq, total) in enumerate(beams)
-                        for t in range(logp.shape[1])), key=lambda c: -c[0])[: 2 * num_beams]
+        cands = sorted(
+            (
+                (total + float(table(logp, len(seq))[seq[-1], t]), b, t)
+                for b, (seq, total) in enumerate(beams)
+                for t in range(logp.shape[1])
+            ),
+            key=lambda c: -c[0],
+        )[: 2 * num_beams]
         nxt = []
         for rank, (total, b, t) in enumerate(cands):
             if t == EOS:
@@ -108,8 +124,13 @@ def test_beam_done_at_last_step_keeps_its_finished_hypotheses():
     # B = P P P X Y + EOS scores -1.767 / 5 = -0.3534; second is the live X P X, total ln(.58 * .48 * .58) = -1.824.
     # Two hypotheses, worst B = -0.3534 >= best candidate -1.767 / 5: is_done becomes true at this step, so 4.15's
     # finalize() does NOT add the capped P P P X P X (-1.824 / 6 = -0.3039, better than A). The answer is A.
-    logp = markov({P: {EOS: 0.36, X: 0.58, Y: 0.04, P: 0.02}, X: {P: 0.48, Y: 0.31, X: 0.13, EOS: 0.08},
-                   Y: {EOS: 0.95, X: 0.03, P: 0.01, Y: 0.01}})
+    logp = markov(
+        {
+            P: {EOS: 0.36, X: 0.58, Y: 0.04, P: 0.02},
+            X: {P: 0.48, Y: 0.31, X: 0.13, EOS: 0.08},
+            Y: {EOS: 0.95, X: 0.03, P: 0.01, Y: 0.01},
+        }
+    )
     seq, score = ours(logp, [P, P, P], 2, 6)
     assert seq == [P, P, P, EOS]
     assert score == pytest.approx(math.log(0.36) / 3, abs=1e-5)
@@ -145,8 +166,9 @@ def test_nucleus_sampling_equals_transformers_sampler(hf_models, pixels, top_k):
 
     def sample(seed: int, k: int) -> list[list[int]]:
         torch.manual_seed(seed)
-        gen = GenerationConfig(strategy="nucleus", top_k=k, top_p=0.9, repetition_penalty=1.1, max_length=20,
-                               min_length=5)
+        gen = GenerationConfig(
+            strategy="nucleus", top_k=k, top_p=0.9, repetition_penalty=1.1, max_length=20, min_length=5
+        )
         out = generate(model.text_decoder, torch.tensor([[DEC, 5, 6, 7]] * 3), kv, None, gen, SEP, PAD)
         return [row[: row.index(SEP) + 1] if SEP in row else row for row in out.sequences.tolist()]
 
@@ -154,8 +176,16 @@ def test_nucleus_sampling_equals_transformers_sampler(hf_models, pixels, top_k):
     for seed in range(4):
         torch.manual_seed(seed)
         with torch.no_grad():
-            ref = hf.generate(pixel_values=pixels, input_ids=torch.tensor([[CLS, 5, 6, 7, SEP]] * 3), do_sample=True,
-                              top_k=top_k, top_p=0.9, repetition_penalty=1.1, max_length=20, min_length=5)
+            ref = hf.generate(
+                pixel_values=pixels,
+                input_ids=torch.tensor([[CLS, 5, 6, 7, SEP]] * 3),
+                do_sample=True,
+                top_k=top_k,
+                top_p=0.9,
+                repetition_penalty=1.1,
+                max_length=20,
+                min_length=5,
+            )
         ref_ids = [row[: row.index(SEP) + 1] if SEP in row else row for row in ref.tolist()]
         assert sample(seed, top_k) == ref_ids
         differs_without_top_k |= sample(seed, 0) != ref_ids

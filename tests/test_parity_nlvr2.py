@@ -43,7 +43,10 @@ def test_merge_layers_inferred_from_keys_not_from_depth(tmp_path):
 def attend(q_proj, k_proj, v_proj, x, image, heads):
     """Multi-head softmax(QK^T / sqrt(d)) V written out, as BertSelfAttention computes it (no mask)."""
     b, t, d = x.shape
-    split = lambda y: y.view(b, -1, heads, d // heads).transpose(1, 2)
+
+    def split(y):
+        return y.view(b, -1, heads, d // heads).transpose(1, 2)
+
     q, k, v = split(q_proj(x)), split(k_proj(image)), split(v_proj(image))
     probs = (q @ k.transpose(-1, -2) / (d // heads) ** 0.5).softmax(-1)
     return (probs @ v).transpose(1, 2).reshape(b, t, d)

@@ -14,8 +14,11 @@ from blip.model.blip import BlipModel
 from blip.model.config import preset
 
 LARGE_VISION = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096}
-HF_CLASSES = {"caption": "BlipForConditionalGeneration", "retrieval": "BlipForImageTextRetrieval",
-              "vqa": "BlipForQuestionAnswering"}
+HF_CLASSES = {
+    "caption": "BlipForConditionalGeneration",
+    "retrieval": "BlipForImageTextRetrieval",
+    "vqa": "BlipForQuestionAnswering",
+}
 
 
 def param_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
@@ -62,8 +65,11 @@ def test_large_vqa_differs_from_transformers_only_where_the_reference_does():
     mine, theirs = ours("large", "vqa"), hf_shapes("large", "vqa")
     assert mine.keys() == theirs.keys()
     differ = {k for k in mine if mine[k] != theirs[k]}
-    expected = {f"text_decoder.bert.encoder.layer.{i}.crossattention.self.{kv}.weight"
-                for i in range(12) for kv in ("key", "value")}
+    expected = {
+        f"text_decoder.bert.encoder.layer.{i}.crossattention.self.{kv}.weight"
+        for i in range(12)
+        for kv in ("key", "value")
+    }
     assert differ == expected
     for k in expected:
         assert (mine[k], theirs[k]) == ((768, 768), (768, 1024))
@@ -78,11 +84,21 @@ def test_preset_fields_equal_transformers_config(name):
     hf = BlipConfig(vision_config=LARGE_VISION if name == "large" else {})
     cfg = preset(name)
     v, t = hf.vision_config, hf.text_config
-    assert (cfg.vision.image_size, cfg.vision.patch_size, cfg.vision.width, cfg.vision.depth, cfg.vision.heads,
-            cfg.vision.mlp_dim) == (v.image_size, v.patch_size, v.hidden_size, v.num_hidden_layers,
-                                    v.num_attention_heads, v.intermediate_size)
+    assert (
+        cfg.vision.image_size,
+        cfg.vision.patch_size,
+        cfg.vision.width,
+        cfg.vision.depth,
+        cfg.vision.heads,
+        cfg.vision.mlp_dim,
+    ) == (v.image_size, v.patch_size, v.hidden_size, v.num_hidden_layers, v.num_attention_heads, v.intermediate_size)
     # transformers' text config defaults to 8 heads; the released BLIP configs (and BERT-base) have 12.
-    assert (cfg.text.vocab_size, cfg.text.hidden, cfg.text.layers, cfg.text.intermediate, cfg.text.max_positions,
-            cfg.text.heads) == (t.vocab_size, t.hidden_size, t.num_hidden_layers, t.intermediate_size,
-                                t.max_position_embeddings, 12)
+    assert (
+        cfg.text.vocab_size,
+        cfg.text.hidden,
+        cfg.text.layers,
+        cfg.text.intermediate,
+        cfg.text.max_positions,
+        cfg.text.heads,
+    ) == (t.vocab_size, t.hidden_size, t.num_hidden_layers, t.intermediate_size, t.max_position_embeddings, 12)
     assert cfg.embed_dim == hf.image_text_hidden_size

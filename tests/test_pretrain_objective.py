@@ -11,8 +11,18 @@ from blip.training.pretrain import BlipPretrain
 
 def tiny_pretrain(queue: int = 8) -> BlipPretrain:
     torch.manual_seed(0)
-    cfg = preset("tiny", **{"text.vocab_size": 60, "text.dec_id": 58, "text.enc_id": 59, "text.cls_id": 2,
-                            "text.sep_id": 3, "vision.image_size": 32, "vision.patch_size": 16})
+    cfg = preset(
+        "tiny",
+        **{
+            "text.vocab_size": 60,
+            "text.dec_id": 58,
+            "text.enc_id": 59,
+            "text.cls_id": 2,
+            "text.sep_id": 3,
+            "vision.image_size": 32,
+            "vision.patch_size": 16,
+        },
+    )
     return BlipPretrain(cfg, queue_size=queue)
 
 
@@ -70,8 +80,13 @@ def test_backward_reaches_every_trainable_part():
     m = tiny_pretrain().train()
     losses = m(*batch())
     losses.total.backward()
-    for name in ("visual_encoder.blocks.0.attn.qkv.weight", "text_encoder.encoder.layer.0.crossattention.self.key.weight",
-                 "text_decoder.bert.encoder.layer.0.attention.self.query.weight", "itm_head.weight", "temp"):
+    for name in (
+        "visual_encoder.blocks.0.attn.qkv.weight",
+        "text_encoder.encoder.layer.0.crossattention.self.key.weight",
+        "text_decoder.bert.encoder.layer.0.attention.self.query.weight",
+        "itm_head.weight",
+        "temp",
+    ):
         assert m.get_parameter(name).grad is not None and m.get_parameter(name).grad.abs().sum() > 0, name
     assert all(p.grad is None for p in m.visual_encoder_m.parameters())
 

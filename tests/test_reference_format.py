@@ -42,9 +42,11 @@ def published_rename_key(key: str) -> str:
 
 def to_reference(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Invert the published map over every reference-style name a full BLIP has."""
-    cfg = BlipConfig(vision=VisionConfig(image_size=32, width=128, depth=2, heads=2, mlp_dim=256),
-                     text=TextConfig(vocab_size=len(VOCAB), hidden=128, layers=2, heads=2, intermediate=256,
-                                     max_positions=40), embed_dim=16)
+    cfg = BlipConfig(
+        vision=VisionConfig(image_size=32, width=128, depth=2, heads=2, mlp_dim=256),
+        text=TextConfig(vocab_size=len(VOCAB), hidden=128, layers=2, heads=2, intermediate=256, max_positions=40),
+        embed_dim=16,
+    )
     inverse = {published_rename_key(k): k for k in BlipModel(cfg).state_dict()}
     out = {}
     for k, v in hf_state.items():
@@ -79,9 +81,15 @@ def test_pretrain_style_pth_with_momentum_and_queues(hf_models, pixels, tmp_path
         for prefix in ("visual_encoder", "text_encoder", "vision_proj", "text_proj"):
             if k.startswith(prefix + "."):
                 sd[k.replace(prefix, prefix + "_m", 1)] = sd[k].clone()
-    sd.update({"image_queue": torch.randn(16, 57600), "text_queue": torch.randn(16, 57600),
-               "queue_ptr": torch.zeros(1, dtype=torch.long), "temp": torch.tensor(0.05),
-               "text_encoder.embeddings.position_ids": torch.arange(40)[None]})
+    sd.update(
+        {
+            "image_queue": torch.randn(16, 57600),
+            "text_queue": torch.randn(16, 57600),
+            "queue_ptr": torch.zeros(1, dtype=torch.long),
+            "temp": torch.tensor(0.05),
+            "text_encoder.embeddings.position_ids": torch.arange(40)[None],
+        }
+    )
     save_pth(sd, tmp_path / "model_base.pth")
     model, _, report = load_checkpoint(tmp_path / "model_base.pth", tokenizer=folder / "vocab.txt")
     assert set(model.cfg.parts) == {"text_encoder", "text_decoder", "itc", "itm"}

@@ -18,8 +18,18 @@ from test_trainer import ROOT, recipe
 
 def test_itc_targets_spread_over_every_caption_of_the_same_image():
     torch.manual_seed(0)
-    cfg = preset("tiny", **{"text.vocab_size": 60, "text.dec_id": 58, "text.enc_id": 59, "text.cls_id": 2,
-                            "text.sep_id": 3, "vision.image_size": 32, "vision.patch_size": 16})
+    cfg = preset(
+        "tiny",
+        **{
+            "text.vocab_size": 60,
+            "text.dec_id": 58,
+            "text.enc_id": 59,
+            "text.cls_id": 2,
+            "text.sep_id": 3,
+            "vision.image_size": 32,
+            "vision.patch_size": 16,
+        },
+    )
     m = BlipRetrievalTrain(cfg, queue_size=8).eval()
     g = torch.Generator().manual_seed(1)
     pixels = torch.randn(4, 3, 32, 32, generator=g)
@@ -48,8 +58,9 @@ def test_finetune_and_evaluate_on_synthetic_world(tmp_path, synth_world):
     pretrained = pretrain(recipe(synth_world, tmp_path / "pre", 1))
     r = load_recipe(str(ROOT / "configs/retrieval_tiny_synth.yaml"), [])
     r.update(init=str(pretrained), queue_size=32)
-    r["data"] = [{"reader": "karpathy", "path": str(synth_world / "coco_karpathy_train.json"),
-                  "image_root": str(synth_world)}]
+    r["data"] = [
+        {"reader": "karpathy", "path": str(synth_world / "coco_karpathy_train.json"), "image_root": str(synth_world)}
+    ]
     r["train"].update(out=str(tmp_path / "ret"), max_steps=2, batch_size=8, num_workers=0)
     model = blip.load(finetune_retrieval(r))
     assert set(model.cfg.parts) == {"text_encoder", "itc", "itm"}

@@ -38,8 +38,7 @@ def worker(out: str) -> None:
     """One torchrun rank: score its share, save the full matrices and the pairs it scored."""
     import torch.distributed as dist
 
-    from blip.distributed import rank
-    from blip.distributed import setup_distributed
+    from blip.distributed import rank, setup_distributed
 
     setup_distributed()
     scored: list[tuple[int, int]] = []
@@ -57,8 +56,23 @@ def test_two_ranks_equal_one_process(tmp_path):
     one_scored: list[tuple[int, int]] = []
     want_i2t, want_t2i = scores(one_scored)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          __file__, str(tmp_path)], check=False, env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            __file__,
+            str(tmp_path),
+        ],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for got in ranks:
@@ -82,13 +96,29 @@ def test_evaluate_command_under_torchrun_prints_the_single_process_recalls_once(
         pixels = np.random.default_rng(i).integers(0, 255, (40, 40, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(tmp_path / f"{i}.png")
     (tmp_path / "test.json").write_text(json.dumps([{"image": f"{i}.png", "caption": c} for i, c in enumerate(texts)]))
-    args = ["evaluate", "retrieval", "--model", str(hf_models["retrieval"][1]), "--data", str(tmp_path / "test.json"),
-            "--image-root", str(tmp_path), "--k-test", "2"]
+    args = [
+        "evaluate",
+        "retrieval",
+        "--model",
+        str(hf_models["retrieval"][1]),
+        "--data",
+        str(tmp_path / "test.json"),
+        "--image-root",
+        str(tmp_path),
+        "--k-test",
+        "2",
+    ]
     assert main(args) == 0
     want = json.loads(capsys.readouterr().out)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "blip", *args], check=False, env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "blip", *args],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads(run.stdout) == want  # one JSON object: only rank 0 printed
 

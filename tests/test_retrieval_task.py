@@ -21,8 +21,13 @@ def test_two_stage_scores_match_transformers(hf_models, tmp_path):
         Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(p)
         paths.append(str(p))
     texts = ["a red square", "two blue circles", "a dog", "the green triangle on the left", "a cat", "three"]
-    rs = RetrievalSet(images=paths, image_ids=["0", "1", "2"], texts=texts, txt2img=[0, 0, 1, 1, 2, 2],
-                      img2txt=[[0, 1], [2, 3], [4, 5]])
+    rs = RetrievalSet(
+        images=paths,
+        image_ids=["0", "1", "2"],
+        texts=texts,
+        txt2img=[0, 0, 1, 1, 2, 2],
+        img2txt=[[0, 1], [2, 3], [4, 5]],
+    )
     i2t, t2i = retrieval_scores(model, rs, k_test=100, batch_size=4)
     ids, mask = model.tokenizer(texts, max_length=35)
     enc = ids.clone()

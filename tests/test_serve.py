@@ -50,8 +50,15 @@ def upload(data: bytes, name: str = "x.png"):
 
 
 def test_health_says_what_is_loaded(client, models):
-    assert client.get("/health").json() == {"status": "ok", "caption": True, "ask": True, "match": True,
-                                            "itc": True, "search": False, "index_size": None}
+    assert client.get("/health").json() == {
+        "status": "ok",
+        "caption": True,
+        "ask": True,
+        "match": True,
+        "itc": True,
+        "search": False,
+        "index_size": None,
+    }
     only_captions = TestClient(create_app(models["caption"])).get("/health").json()
     assert only_captions["caption"] and not only_captions["ask"] and not only_captions["match"]
 
@@ -71,14 +78,24 @@ def test_caption_equals_blip_caption(client, models):
     got = client.post("/api/caption", files=upload(data), data={"num_beams": 2, "max_length": 12, "min_length": 3})
     assert got.status_code == 200
     want = models["caption"].caption([data], num_beams=2, max_length=12, min_length=3)
-    assert got.json()["captions"] == [{"text": c.text, "logprob": pytest.approx(c.logprob, abs=1e-5),
-                                       "mean_logprob": pytest.approx(c.mean_logprob, abs=1e-5), "itm": c.itm,
-                                       "ids": c.ids, "score": pytest.approx(c.score, abs=1e-5), "error": None}
-                                      for c in want]
-    sampled = client.post("/api/caption", files=upload(data),
-                          data={"strategy": "nucleus", "num_captions": 3, "seed": 7}).json()["captions"]
-    want = models["caption"].caption([data], strategy="nucleus", num_captions=3,
-                                     generator=torch.Generator().manual_seed(7))
+    assert got.json()["captions"] == [
+        {
+            "text": c.text,
+            "logprob": pytest.approx(c.logprob, abs=1e-5),
+            "mean_logprob": pytest.approx(c.mean_logprob, abs=1e-5),
+            "itm": c.itm,
+            "ids": c.ids,
+            "score": pytest.approx(c.score, abs=1e-5),
+            "error": None,
+        }
+        for c in want
+    ]
+    sampled = client.post(
+        "/api/caption", files=upload(data), data={"strategy": "nucleus", "num_captions": 3, "seed": 7}
+    ).json()["captions"]
+    want = models["caption"].caption(
+        [data], strategy="nucleus", num_captions=3, generator=torch.Generator().manual_seed(7)
+    )
     assert [c["text"] for c in sampled] == [c.text for c in want]
 
 
@@ -89,8 +106,9 @@ def test_ask_generates_or_ranks_like_blip_ask(client, models):
     assert got["answer"] == want.text and got["logprob"] == pytest.approx(want.logprob, abs=1e-5)
     assert got["ranked"] is False
     answers = ["red", "blue", "green square", "two"]
-    got = client.post("/api/ask", files=upload(data),
-                      data={"question": "what is there?", "answers": "\n".join(answers) + "\n\n"}).json()
+    got = client.post(
+        "/api/ask", files=upload(data), data={"question": "what is there?", "answers": "\n".join(answers) + "\n\n"}
+    ).json()
     (want,) = models["vqa"].ask([data], ["what is there?"], answers=answers)
     assert got["ranked"] is True and got["answer"] == want.text
     assert got["logprob"] == pytest.approx(want.logprob, abs=1e-5)
@@ -174,8 +192,12 @@ def test_concurrent_requests_queue_for_the_model(models):
         client = TestClient(create_app(None, match_model=m))
         images = [png_bytes(s) for s in range(8)]
         with ThreadPoolExecutor(8) as pool:
-            answers = list(pool.map(lambda d: client.post("/api/match", files=upload(d),
-                                                          data={"text": "a dog", "heatmaps": False}), images))
+            answers = list(
+                pool.map(
+                    lambda d: client.post("/api/match", files=upload(d), data={"text": "a dog", "heatmaps": False}),
+                    images,
+                )
+            )
     finally:
         del m.match
     assert peak[0] == 1

@@ -48,8 +48,9 @@ def test_search_hits_equal_index_search(served, query):
         got = client.post("/api/search", data={"text": "a red square", "top_k": 3, "rerank_k": 4})
         want = index.search(model, text="a red square", top_k=3, rerank_k=4)
     else:
-        got = client.post("/api/search", files={"image": ("q.png", images[2], "image/png")},
-                          data={"top_k": 3, "rerank_k": 4})
+        got = client.post(
+            "/api/search", files={"image": ("q.png", images[2], "image/png")}, data={"top_k": 3, "rerank_k": 4}
+        )
         want = index.search(model, image=images[2], top_k=3, rerank_k=4)
     assert got.status_code == 200, got.text
     hits = got.json()["hits"]

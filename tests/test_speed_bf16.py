@@ -7,7 +7,6 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import CLS, DEC, ENC, PAD, SEP, VOCAB
 from PIL import Image
 
 import blip
@@ -16,6 +15,7 @@ from blip.model.config import preset
 from blip.model.losses import lm_loss
 from blip.tasks.retrieval import retrieval_scores
 from blip.tokenizer import Tokenizer
+from conftest import CLS, DEC, ENC, PAD, SEP, VOCAB
 
 COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30), "white": (240, 240, 240)}
 CAPTIONS = {

@@ -15,11 +15,35 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 def synth_digests(out: Path) -> dict[str, str]:
     """Run the command in a fresh process and hash every file it wrote."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    subprocess.run([sys.executable, "-m", "blip", "data", "synth", "--out", str(out), "--images", "40", "--seed",
-                    "11", "--noise", "0.4", "--videos", "16", "--workers", "1"], check=True, env=env,
-                   capture_output=True)
-    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(out.rglob("*")) if p.is_file()}
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "blip",
+            "data",
+            "synth",
+            "--out",
+            str(out),
+            "--images",
+            "40",
+            "--seed",
+            "11",
+            "--noise",
+            "0.4",
+            "--videos",
+            "16",
+            "--workers",
+            "1",
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_same_seed_same_bytes(tmp_path):

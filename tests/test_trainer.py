@@ -25,8 +25,16 @@ def recipe(synth: Path, out: Path, max_steps: int) -> dict:
     r["tokenizer"] = str(synth / "tokenizer")
     r["queue_size"] = 32
     r["model"]["overrides"] = {"vision.depth": 1, "text.layers": 1}
-    r["train"].update(out=str(out), batch_size=8, max_steps=max_steps, checkpoint_every=2, log_every=1,
-                      num_workers=0, warmup_steps=2, deterministic=True)
+    r["train"].update(
+        out=str(out),
+        batch_size=8,
+        max_steps=max_steps,
+        checkpoint_every=2,
+        log_every=1,
+        num_workers=0,
+        warmup_steps=2,
+        deterministic=True,
+    )
     return r
 
 
@@ -46,11 +54,25 @@ def test_resume_after_kill_is_exact(tmp_path, synth_world):
 def test_two_processes_equal_one_on_the_whole_batch(tmp_path):
     script = ROOT / "tests" / "ddp_equivalence.py"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    single = subprocess.run([sys.executable, str(script), str(tmp_path / "one.pt")], env=env, capture_output=True,
-                            text=True)
+    single = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "one.pt")], env=env, capture_output=True, text=True
+    )
     assert single.returncode == 0, single.stderr
-    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                            str(script), str(tmp_path / "two.pt")], env=env, capture_output=True, text=True)
+    multi = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+            str(tmp_path / "two.pt"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert multi.returncode == 0, multi.stderr[-3000:]
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     for name in ("itc", "itm", "lm"):
@@ -83,8 +105,17 @@ def test_bad_samples_are_skipped_counted_and_whole_bad_batches_do_not_stall(tmp_
     def loss_fn(m, batch, info):
         return {"loss": m(batch["x"]).pow(2).mean()}
 
-    cfg = TrainConfig(out=str(tmp_path / "t"), epochs=1, batch_size=4, num_workers=0, warmup_steps=1,
-                      checkpoint_every=100, progress=False, lr=1e-3, seed=3)
+    cfg = TrainConfig(
+        out=str(tmp_path / "t"),
+        epochs=1,
+        batch_size=4,
+        num_workers=0,
+        warmup_steps=1,
+        checkpoint_every=100,
+        progress=False,
+        lr=1e-3,
+        seed=3,
+    )
     trainer = Trainer(cfg, torch.nn.Linear(2, 1), Data(), loss_fn)
     trainer.fit()
     # Independent count: the batches of this epoch's permutation that hold at least one good sample.

@@ -7,11 +7,11 @@ import json
 
 import pytest
 import torch
-from test_trainer import recipe
 from torch import nn
 
 from blip.cli import main
 from blip.training.trainer import TrainConfig, Trainer, TrainingError
+from test_trainer import recipe
 
 
 class Linear(nn.Module):
@@ -22,8 +22,12 @@ class Linear(nn.Module):
 
 
 def collate(items):
-    return {"x": torch.stack([x for x, _ in items]), "y": torch.stack([y for _, y in items]), "size": len(items),
-            "skipped": []}
+    return {
+        "x": torch.stack([x for x, _ in items]),
+        "y": torch.stack([y for _, y in items]),
+        "size": len(items),
+        "skipped": [],
+    }
 
 
 def loss_fn(m, batch, info):
@@ -36,8 +40,20 @@ def data(n: int):
 
 
 def run(out, n=8, steps=2, **changes):
-    cfg = TrainConfig(**{"out": str(out), "batch_size": 2, "max_steps": steps, "num_workers": 0, "warmup_steps": 0,
-                         "checkpoint_every": 1, "keep": 2, "lr": 0.1, "progress": False, **changes})
+    cfg = TrainConfig(
+        **{
+            "out": str(out),
+            "batch_size": 2,
+            "max_steps": steps,
+            "num_workers": 0,
+            "warmup_steps": 0,
+            "checkpoint_every": 1,
+            "keep": 2,
+            "lr": 0.1,
+            "progress": False,
+            **changes,
+        }
+    )
     trainer = Trainer(cfg, Linear(), data(n), loss_fn, collate)
     return trainer
 

@@ -48,21 +48,43 @@ def loss_fn(m, batch, info):
 def worker(out: Path) -> None:
     """Train the three ways (this process is one torchrun rank); rank 0 saves what the test compares."""
     from blip.checkpoint import save_pretrained
-    from blip.model.config import preset
     from blip.distributed import rank
+    from blip.model.config import preset
     from blip.training.pretrain import BlipPretrain
     from blip.training.trainer import TrainConfig, Trainer
 
     def model(seed: int) -> BlipPretrain:
         torch.manual_seed(seed)
-        cfg = preset("tiny", **{"text.vocab_size": 60, "text.dec_id": 58, "text.enc_id": 59, "text.cls_id": 2,
-                                "text.sep_id": 3, "vision.image_size": 32, "vision.patch_size": 16,
-                                "text.dropout": 0.0, "text.attention_dropout": 0.0})
+        cfg = preset(
+            "tiny",
+            **{
+                "text.vocab_size": 60,
+                "text.dec_id": 58,
+                "text.enc_id": 59,
+                "text.cls_id": 2,
+                "text.sep_id": 3,
+                "vision.image_size": 32,
+                "vision.patch_size": 16,
+                "text.dropout": 0.0,
+                "text.attention_dropout": 0.0,
+            },
+        )
         return BlipPretrain(cfg, queue_size=16)
 
     def run(name: str, fsdp: bool, max_steps: int, seed: int = 0) -> tuple[list[float], BlipPretrain]:
-        cfg = TrainConfig(out=str(out / name), epochs=2, batch_size=4, max_steps=max_steps, lr=1e-3,
-                          warmup_steps=1, checkpoint_every=2, num_workers=0, progress=False, log_every=1, fsdp=fsdp)
+        cfg = TrainConfig(
+            out=str(out / name),
+            epochs=2,
+            batch_size=4,
+            max_steps=max_steps,
+            lr=1e-3,
+            warmup_steps=1,
+            checkpoint_every=2,
+            num_workers=0,
+            progress=False,
+            log_every=1,
+            fsdp=fsdp,
+        )
         m = model(seed)
         history = Trainer(cfg, m, Pairs(), loss_fn).fit()
         return [r["loss"] for r in history], m
@@ -81,8 +103,21 @@ def worker(out: Path) -> None:
 
 def test_fsdp_trains_as_ddp_and_resumes(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           __file__, str(tmp_path)], env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            __file__,
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     results = torch.load(tmp_path / "results.pt")
     ddp, fsdp, resumed = results["ddp"], results["fsdp"], results["resumed"]
@@ -96,8 +131,11 @@ def test_fsdp_trains_as_ddp_and_resumes(tmp_path):
     from safetensors.torch import load_file
 
     saved = load_file(tmp_path / "model" / "model.safetensors")
-    assert torch.allclose(saved["visual_encoder.blocks.0.attn.qkv.weight"],
-                          fsdp["state"]["visual_encoder.blocks.0.attn.qkv.weight"], atol=1e-5)
+    assert torch.allclose(
+        saved["visual_encoder.blocks.0.attn.qkv.weight"],
+        fsdp["state"]["visual_encoder.blocks.0.attn.qkv.weight"],
+        atol=1e-5,
+    )
 
 
 if __name__ == "__main__":

@@ -57,11 +57,24 @@ def recipe(shards: Path, out: Path, max_steps: int, workers: int) -> dict:
     r["tokenizer"] = str(shards / "tokenizer")
     r["queue_size"] = 8
     r["mirror"] = False
-    r["model"] = {"preset": "tiny", "image_size": 32,
-                  "overrides": {"vision.depth": 1, "text.layers": 1, "vision.patch_size": 16}}
+    r["model"] = {
+        "preset": "tiny",
+        "image_size": 32,
+        "overrides": {"vision.depth": 1, "text.layers": 1, "vision.patch_size": 16},
+    }
     # An epoch is 3 steps of 4 = the 12 samples; the corrupt one takes a slot and is skipped.
-    r["train"].update(out=str(out), epochs=2, steps_per_epoch=3, batch_size=4, max_steps=max_steps,
-                      checkpoint_every=2, log_every=1, num_workers=workers, warmup_steps=2, deterministic=True)
+    r["train"].update(
+        out=str(out),
+        epochs=2,
+        steps_per_epoch=3,
+        batch_size=4,
+        max_steps=max_steps,
+        checkpoint_every=2,
+        log_every=1,
+        num_workers=workers,
+        warmup_steps=2,
+        deterministic=True,
+    )
     return r
 
 

@@ -26,8 +26,19 @@ VOCAB, CLS, SEP, DEC, ENC = 60, 2, 3, 58, 59
 
 
 def tiny_cfg(**overrides):
-    return preset("tiny", **{"text.vocab_size": VOCAB, "text.dec_id": DEC, "text.enc_id": ENC, "text.cls_id": CLS,
-                             "text.sep_id": SEP, "vision.image_size": 32, "vision.patch_size": 16, **overrides})
+    return preset(
+        "tiny",
+        **{
+            "text.vocab_size": VOCAB,
+            "text.dec_id": DEC,
+            "text.enc_id": ENC,
+            "text.cls_id": CLS,
+            "text.sep_id": SEP,
+            "vision.image_size": 32,
+            "vision.patch_size": 16,
+            **overrides,
+        },
+    )
 
 
 def fixed_batch(b: int = 4, t: int = 7, seed: int = 1):
@@ -62,10 +73,10 @@ def test_pretraining_losses_fall_on_a_fixed_batch():
     itm = sum(h["itm"] for h in history[-5:]) / 5
     assert itm < 0.8 * first["itm"] and itm < 0.6365 - 0.03, history
 
+
 # ---------------------------------------------------------------------------------------------- schedules
 def test_step_schedule_warms_up_then_decays_per_epoch():
-    cfg = TrainConfig(lr=3e-4, warmup_lr=1e-6, warmup_steps=3000, lr_decay=0.9, min_lr=1e-6, schedule="step",
-                      epochs=20)
+    cfg = TrainConfig(lr=3e-4, warmup_lr=1e-6, warmup_steps=3000, lr_decay=0.9, min_lr=1e-6, schedule="step", epochs=20)
     # Warmup: warmup_lr + (lr - warmup_lr) * step / warmup_steps in epoch 0 (reference warmup_lr_schedule).
     assert lr_at(cfg, 0, 0, 10_000) == pytest.approx(1e-6)
     assert lr_at(cfg, 0, 1500, 10_000) == pytest.approx(1e-6 + 299e-6 * 0.5)
@@ -75,7 +86,7 @@ def test_step_schedule_warms_up_then_decays_per_epoch():
     # Then max(min_lr, lr * 0.9^epoch) at every step of the epoch (reference step_lr_schedule).
     assert lr_at(cfg, 1, 0, 10_000) == pytest.approx(2.7e-4)
     assert lr_at(cfg, 5, 500, 10_000) == pytest.approx(3e-4 * 0.59049)
-    assert lr_at(cfg, 19, 0, 10_000) == pytest.approx(3e-4 * 0.9 ** 19)
+    assert lr_at(cfg, 19, 0, 10_000) == pytest.approx(3e-4 * 0.9**19)
     floor = TrainConfig(lr=1e-5, min_lr=1e-6, lr_decay=0.9, schedule="step", epochs=40)
     assert lr_at(floor, 30, 0, 100) == pytest.approx(1e-6)  # 1e-5 * 0.9^30 = 4.2e-7 is below the floor
     # The warmup counts optimiser steps: with 2 micro-batches a step, micro-batch 3000 is step 1500.
@@ -88,7 +99,8 @@ def test_cosine_schedule_per_epoch():
     # (lr - min_lr) * 0.5 * (1 + cos(pi * epoch / epochs)) + min_lr, constant within an epoch (reference
     # cosine_lr_schedule); epoch 2 of 6 is cos(pi/3) = 0.5, epoch 3 is cos(pi/2) = 0.
     assert [lr_at(cfg, e, 7, 100) for e in range(6)] == pytest.approx(
-        [1e-5, 1e-5 * 0.5 * (1 + math.sqrt(3) / 2), 7.5e-6, 5e-6, 2.5e-6, 1e-5 * 0.5 * (1 - math.sqrt(3) / 2)])
+        [1e-5, 1e-5 * 0.5 * (1 + math.sqrt(3) / 2), 7.5e-6, 5e-6, 2.5e-6, 1e-5 * 0.5 * (1 - math.sqrt(3) / 2)]
+    )
     assert lr_at(cfg, 4, 0, 100) == lr_at(cfg, 4, 99, 100)
     with_floor = TrainConfig(lr=1e-4, min_lr=1e-6, schedule="cosine", epochs=4)
     assert lr_at(with_floor, 2, 0, 10) == pytest.approx(1e-6 + 99e-6 * 0.5)
@@ -119,8 +131,18 @@ def caption_loss(m, batch, info):
 
 
 def one_step(model: BlipModel, out, batch_size: int, grad_accum: int) -> tuple[Trainer, list]:
-    cfg = TrainConfig(out=str(out), batch_size=batch_size, grad_accum=grad_accum, lr=1e-3, warmup_steps=0,
-                      max_steps=1, num_workers=0, progress=False, checkpoint_every=100, bf16=False)
+    cfg = TrainConfig(
+        out=str(out),
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        lr=1e-3,
+        warmup_steps=0,
+        max_steps=1,
+        num_workers=0,
+        progress=False,
+        checkpoint_every=100,
+        bf16=False,
+    )
     trainer = Trainer(cfg, CaptionTraining(model, prompt_tokens=1), Pairs(), caption_loss)
     return trainer, trainer.fit(resume=False)
 
@@ -209,8 +231,17 @@ class Captions(Pairs):
 def test_trainer_bf16_pretraining_steps_on_cpu(tmp_path):
     torch.manual_seed(0)
     model = BlipPretrain(tiny_cfg(), queue_size=8)
-    cfg = TrainConfig(out=str(tmp_path), batch_size=4, lr=1e-3, warmup_steps=0, max_steps=2, num_workers=0,
-                      progress=False, checkpoint_every=100, bf16=True)
+    cfg = TrainConfig(
+        out=str(tmp_path),
+        batch_size=4,
+        lr=1e-3,
+        warmup_steps=0,
+        max_steps=2,
+        num_workers=0,
+        progress=False,
+        checkpoint_every=100,
+        bf16=True,
+    )
 
     def loss_fn(m, batch, info):
         losses = m(batch["pixels"], batch["ids"], torch.ones_like(batch["ids"]), alpha=0.4)
@@ -262,8 +293,9 @@ def test_itc_with_momentum_distillation_follows_the_paper():
                 q.copy_(m * q + (1 - m) * p)
     image_queue, text_queue = model.image_queue.clone(), model.text_queue.clone()
     with torch.no_grad():
-        loss, _, _ = model.itc(pixels, ids, mask, model.image_embed(model.encode_image(pixels)),
-                               model.text_embed(ids, mask), alpha)
+        loss, _, _ = model.itc(
+            pixels, ids, mask, model.image_embed(model.encode_image(pixels)), model.text_embed(ids, mask), alpha
+        )
         img = F.normalize(model.vision_proj(model.visual_encoder(pixels)[:, 0]), dim=-1)
         txt = F.normalize(model.text_proj(model.text_encoder(ids, mask)[:, 0]), dim=-1)
         img_m = F.normalize(ema["vision_proj"](ema["visual_encoder"](pixels)[:, 0]), dim=-1)
@@ -281,8 +313,16 @@ def test_itc_with_momentum_distillation_follows_the_paper():
         loss_t2i -= ((alpha * q_t2i + (1 - alpha) * y) * p_t2i.log()).sum() / b
     assert torch.allclose(loss, (loss_i2t + loss_t2i) / 2, atol=1e-5)
     # Distillation changes the loss: alpha = 0 would give another value on these features.
-    hard = -(sum(F.log_softmax(img[i] @ texts_all.t() / temp, 0)[i] + F.log_softmax(txt[i] @ images_all.t() / temp,
-                                                                                    0)[i] for i in range(b)) / b) / 2
+    hard = (
+        -(
+            sum(
+                F.log_softmax(img[i] @ texts_all.t() / temp, 0)[i] + F.log_softmax(txt[i] @ images_all.t() / temp, 0)[i]
+                for i in range(b)
+            )
+            / b
+        )
+        / 2
+    )
     assert abs(float(loss) - float(hard)) > 1e-3
     for online, module in ema.items():
         for q, q_model in zip(module.parameters(), getattr(model, online + "_m").parameters()):
@@ -325,7 +365,9 @@ def test_itm_with_hard_negatives_follows_the_paper(hardest):
             pairs = [(i, i, 1), (int(neg_image[i]), i, 0), (i, int(neg_text[i]), 0)]
             for image, text, label in pairs:
                 n = int(mask[text].sum())
-                states = model.text_encoder(enc[text: text + 1, :n], mask[text: text + 1, :n], embeds[image: image + 1])
+                states = model.text_encoder(
+                    enc[text : text + 1, :n], mask[text : text + 1, :n], embeds[image : image + 1]
+                )
                 terms.append(-F.log_softmax(model.itm_head(states[0, 0]), dim=0)[label])
     assert torch.allclose(got, torch.stack(terms).mean(), atol=1e-5)
 
@@ -346,8 +388,9 @@ def ln(x: torch.Tensor, norm: torch.nn.LayerNorm) -> torch.Tensor:
     return F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm.eps)
 
 
-def hand_nlvr(model: BlipModel, ids: torch.Tensor, mask: torch.Tensor, image0: torch.Tensor,
-              image1: torch.Tensor) -> torch.Tensor:
+def hand_nlvr(
+    model: BlipModel, ids: torch.Tensor, mask: torch.Tensor, image0: torch.Tensor, image1: torch.Tensor
+) -> torch.Tensor:
     """NLVR2 logits of one statement, the MED encoder written out layer by layer (reference nlvr_encoder)."""
     enc = model.text_encoder
     heads = model.cfg.text.heads
@@ -374,8 +417,9 @@ def hand_nlvr(model: BlipModel, ids: torch.Tensor, mask: torch.Tensor, image0: t
 def test_nlvr2_two_images_against_a_hand_computation():
     torch.manual_seed(0)
     # Eight text layers, so that both kinds of layer (averaging below the merge layers, merging above) exist.
-    cfg = for_task(tiny_cfg(**{"text.layers": 8, "text.hidden": 64, "text.heads": 2, "text.intermediate": 128}),
-                   "nlvr2")
+    cfg = for_task(
+        tiny_cfg(**{"text.layers": 8, "text.hidden": 64, "text.heads": 2, "text.intermediate": 128}), "nlvr2"
+    )
     model = BlipModel(cfg).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():

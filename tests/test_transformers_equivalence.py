@@ -21,8 +21,9 @@ def trim(seqs: torch.Tensor) -> list[list[int]]:
 
 
 def texts_ids():
-    ids = torch.tensor([[CLS, 5, 6, 7, 8, 9, 10, SEP], [CLS, 11, 12, 13, SEP, PAD, PAD, PAD],
-                        [CLS, 14, 15, 16, 17, 18, SEP, PAD]])
+    ids = torch.tensor(
+        [[CLS, 5, 6, 7, 8, 9, 10, SEP], [CLS, 11, 12, 13, SEP, PAD, PAD, PAD], [CLS, 14, 15, 16, 17, 18, SEP, PAD]]
+    )
     return ids, (ids != PAD).long()
 
 
@@ -75,10 +76,16 @@ def test_caption_generation_ids_match_transformers(hf_models, pixels, num_beams)
     model, _, _ = load_checkpoint(folder)
     prompt = torch.tensor([[CLS, 5, 6, 7, SEP]] * len(pixels))
     with torch.no_grad():
-        ref = hf.generate(pixel_values=pixels, input_ids=prompt, num_beams=num_beams, max_length=20, min_length=5,
-                          do_sample=False)
-    gen = GenerationConfig(strategy="beam" if num_beams > 1 else "greedy", num_beams=num_beams, max_length=20,
-                           min_length=5, length_norm="transformers")
+        ref = hf.generate(
+            pixel_values=pixels, input_ids=prompt, num_beams=num_beams, max_length=20, min_length=5, do_sample=False
+        )
+    gen = GenerationConfig(
+        strategy="beam" if num_beams > 1 else "greedy",
+        num_beams=num_beams,
+        max_length=20,
+        min_length=5,
+        length_norm="transformers",
+    )
     ours = our_caption_ids(model, pixels, gen)
     assert trim(ours) == trim(ref)
     # The end token must really occur, or the test would not exercise how hypotheses finish.
@@ -90,10 +97,16 @@ def test_repetition_penalty_matches_transformers(hf_models, pixels):
     model, _, _ = load_checkpoint(folder)
     prompt = torch.tensor([[CLS, 5, 6, 7, SEP]] * len(pixels))
     with torch.no_grad():
-        ref = hf.generate(pixel_values=pixels, input_ids=prompt, num_beams=3, max_length=15, min_length=5,
-                          repetition_penalty=1.5, do_sample=False)
-    gen = GenerationConfig(num_beams=3, max_length=15, min_length=5, repetition_penalty=1.5,
-                           length_norm="transformers")
+        ref = hf.generate(
+            pixel_values=pixels,
+            input_ids=prompt,
+            num_beams=3,
+            max_length=15,
+            min_length=5,
+            repetition_penalty=1.5,
+            do_sample=False,
+        )
+    gen = GenerationConfig(num_beams=3, max_length=15, min_length=5, repetition_penalty=1.5, length_norm="transformers")
     assert trim(our_caption_ids(model, pixels, gen)) == trim(ref)
 
 
@@ -106,13 +119,26 @@ def test_vqa_generation_ids_match_transformers(hf_models, pixels, num_beams):
     q = torch.tensor([[ENC, 30, 31, 8, 9, SEP], [ENC, 32, 33, 34, 12, SEP], [ENC, 35, 36, 10, 11, SEP]])
     mask = torch.ones_like(q)
     with torch.no_grad():
-        ref = hf.generate(input_ids=q, pixel_values=pixels, attention_mask=mask, num_beams=num_beams,
-                          max_length=10, min_length=1, do_sample=False)
+        ref = hf.generate(
+            input_ids=q,
+            pixel_values=pixels,
+            attention_mask=mask,
+            num_beams=num_beams,
+            max_length=10,
+            min_length=1,
+            do_sample=False,
+        )
         states = model.encode_grounded(q, mask, model.encode_image(pixels))
-        gen = GenerationConfig(strategy="beam" if num_beams > 1 else "greedy", num_beams=num_beams, max_length=10,
-                               min_length=1, length_norm="transformers")
-        ours = generate(model.text_decoder, torch.full((3, 1), DEC), model.text_decoder.bert.cross_kv(states),
-                        mask, gen, SEP, PAD).sequences
+        gen = GenerationConfig(
+            strategy="beam" if num_beams > 1 else "greedy",
+            num_beams=num_beams,
+            max_length=10,
+            min_length=1,
+            length_norm="transformers",
+        )
+        ours = generate(
+            model.text_decoder, torch.full((3, 1), DEC), model.text_decoder.bert.cross_kv(states), mask, gen, SEP, PAD
+        ).sequences
     assert trim(ours) == trim(ref)
 
 

@@ -76,8 +76,16 @@ def test_evaluate_ranks_as_ask_does_on_concatenated_frames(hf_models, world, tmp
     entries = json.loads(ann.read_text())
     assert len({e["video"] for e in entries}) == 2 and len(entries) >= 3
     (tmp_path / "answers.json").write_text(json.dumps(ANSWERS))
-    got = evaluate_video_qa(model, str(ann), str(world / "videos"), answer_list=str(tmp_path / "answers.json"),
-                            num_frames=4, k_test=5, out=str(tmp_path / "pred.json"), batch_size=2)
+    got = evaluate_video_qa(
+        model,
+        str(ann),
+        str(world / "videos"),
+        answer_list=str(tmp_path / "answers.json"),
+        num_frames=4,
+        k_test=5,
+        out=str(tmp_path / "pred.json"),
+        batch_size=2,
+    )
     predicted = {r["question_id"]: r["answer"] for r in json.loads((tmp_path / "pred.json").read_text())}
     # Independently: 4 of the 8 frames (0, 2, 4, 6) through the ViT, their token sequences joined frame after frame.
     embeds = []
@@ -87,9 +95,15 @@ def test_evaluate_ranks_as_ask_does_on_concatenated_frames(hf_models, world, tmp
     want = model.ask_embeds(torch.stack(embeds), [e["question"] for e in entries], answers=ANSWERS, k_test=5)
     assert [predicted[e["question_id"]] for e in entries] == [a.text for a in want]
     # The scores too, through the function evaluate uses (each video encoded once for all its questions).
-    direct = answer_video_questions(model, [str(world / "videos" / e["video"]) for e in entries],
-                                    [e["question"] for e in entries], answers=ANSWERS, num_frames=4, k_test=5,
-                                    batch_size=2)
+    direct = answer_video_questions(
+        model,
+        [str(world / "videos" / e["video"]) for e in entries],
+        [e["question"] for e in entries],
+        answers=ANSWERS,
+        num_frames=4,
+        k_test=5,
+        batch_size=2,
+    )
     assert [a.logprob for a in direct] == pytest.approx([a.logprob for a in want], abs=1e-4)
     truth = [[e["answer"]] for e in entries]
     assert got == {"questions": len(entries), "accuracy": qa_accuracy([a.text for a in want], truth)}
@@ -97,8 +111,9 @@ def test_evaluate_ranks_as_ask_does_on_concatenated_frames(hf_models, world, tmp
     # Without an answer list the candidates are the annotation's own answers.
     own = evaluate_video_qa(model, str(ann), str(world / "videos"), num_frames=4, out=str(tmp_path / "own.json"))
     own_list = list(dict.fromkeys(e["answer"] for e in entries))
-    want = model.ask_embeds(torch.stack(embeds), [e["question"] for e in entries], answers=own_list,
-                            k_test=min(128, len(own_list)))
+    want = model.ask_embeds(
+        torch.stack(embeds), [e["question"] for e in entries], answers=own_list, k_test=min(128, len(own_list))
+    )
     predicted = {r["question_id"]: r["answer"] for r in json.loads((tmp_path / "own.json").read_text())}
     assert [predicted[e["question_id"]] for e in entries] == [a.text for a in want]
     hits = sum(a.text == e["answer"] for a, e in zip(want, entries))

@@ -49,8 +49,9 @@ def test_one_frame_equals_the_image_protocol(hf_models, videos, tmp_path):
         # PNG is lossless, so the image protocol sees exactly the decoded first frame.
         decoded_frames(path, [0])[0].save(tmp_path / f"{i}.png")
         images.append(str(tmp_path / f"{i}.png"))
-    rs = RetrievalSet(images=images, image_ids=["0", "1", "2"], texts=TEXTS, txt2img=[0, 0, 1, 1, 2],
-                      img2txt=[[0, 1], [2, 3], [4]])
+    rs = RetrievalSet(
+        images=images, image_ids=["0", "1", "2"], texts=TEXTS, txt2img=[0, 0, 1, 1, 2], img2txt=[[0, 1], [2, 3], [4]]
+    )
     want_i2t, want_t2i = retrieval_scores(model, rs, k_test=3, batch_size=4)
     v2t, t2v = video_retrieval_scores(model, videos, TEXTS, num_frames=1, k_test=3, batch_size=2)
     assert torch.allclose(v2t, want_i2t, atol=1e-5) and torch.allclose(t2v, want_t2i, atol=1e-5)
@@ -82,9 +83,15 @@ def test_frames_concatenate_for_itm_and_average_for_itc(hf_models, videos):
 def test_evaluate_reads_several_captions_per_video(hf_models, videos, tmp_path):
     model = blip.load(hf_models["retrieval"][1])
     names = [p.rsplit("/", 1)[1][:-4] for p in videos]
-    info = {"videos": [{"video_id": n, "split": s} for n, s in zip(names, ("test", "train", "test"))],
-            "sentences": [{"video_id": names[0], "caption": TEXTS[0]}, {"video_id": names[1], "caption": TEXTS[1]},
-                          {"video_id": names[2], "caption": TEXTS[2]}, {"video_id": names[0], "caption": TEXTS[3]}]}
+    info = {
+        "videos": [{"video_id": n, "split": s} for n, s in zip(names, ("test", "train", "test"))],
+        "sentences": [
+            {"video_id": names[0], "caption": TEXTS[0]},
+            {"video_id": names[1], "caption": TEXTS[1]},
+            {"video_id": names[2], "caption": TEXTS[2]},
+            {"video_id": names[0], "caption": TEXTS[3]},
+        ],
+    }
     (tmp_path / "videodatainfo.json").write_text(json.dumps(info))
     video_root = videos[0].rsplit("/", 1)[0]
     got = evaluate_video_retrieval(model, str(tmp_path / "videodatainfo.json"), video_root, num_frames=2, k_test=4)
@@ -133,8 +140,9 @@ def test_synthetic_msrvtt_layout_evaluates(hf_models, tmp_path):
     assert 0 < want["vid_r1"] < 100
     assert got["r_mean"] == pytest.approx(sum(want[k] for k in want if k != "vid_mdR") / 6)
     # BLIP's JSONL layout: one caption per test video; k_test = 2 leaves the third candidate at the floor score.
-    one = evaluate_video_retrieval(model, str(tmp_path / "msrvtt/msrvtt_test.jsonl"), root, split=None,
-                                   num_frames=2, k_test=2)
+    one = evaluate_video_retrieval(
+        model, str(tmp_path / "msrvtt/msrvtt_test.jsonl"), root, split=None, num_frames=2, k_test=2
+    )
     firsts = [captions[v][0] for v in test]
     v2t, t2v = video_retrieval_scores(model, [f"{root}/{v}.mp4" for v in test], firsts, num_frames=2, k_test=2)
     want = hand_recalls(v2t, t2v, [[0], [1], [2]])
@@ -148,8 +156,9 @@ def test_video_qa_with_one_frame_equals_ask(hf_models, videos):
     firsts = [decoded_frames(p, [0])[0] for p in videos]
     for answer_list in (answers, None):
         want = model.ask(firsts, questions, answers=answer_list, k_test=3)
-        got = answer_video_questions(model, videos, questions, answers=answer_list, num_frames=1, k_test=3,
-                                     batch_size=2)
+        got = answer_video_questions(
+            model, videos, questions, answers=answer_list, num_frames=1, k_test=3, batch_size=2
+        )
         assert [a.text for a in got] == [a.text for a in want]
         assert [a.logprob for a in got] == pytest.approx([a.logprob for a in want], abs=1e-4)
 
@@ -158,8 +167,14 @@ def test_video_qa_ranks_against_transformers_on_concatenated_frames(hf_models, v
     hf, folder = hf_models["vqa"]
     model = blip.load(folder)
     answers = ["yes", "no", "two", "red square", "blue"]
-    got = answer_video_questions(model, [videos[1]], ["What colour is the square", "how many"], answers=answers,
-                                 num_frames=3, k_test=len(answers))
+    got = answer_video_questions(
+        model,
+        [videos[1]],
+        ["What colour is the square", "how many"],
+        answers=answers,
+        num_frames=3,
+        k_test=len(answers),
+    )
     a_ids, a_mask = model.tokenizer(answers)
     a_ids[:, 0] = DEC
     hf.text_decoder.label_smoothing = 0.1
@@ -168,15 +183,22 @@ def test_video_qa_ranks_against_transformers_on_concatenated_frames(hf_models, v
         for answer, question in zip(got, ["what colour is the square", "how many"]):
             q_ids, q_mask = model.tokenizer([question], max_length=35)
             q_ids[:, 0] = ENC
-            q = hf.text_encoder(input_ids=q_ids, attention_mask=q_mask,
-                                encoder_hidden_states=frames.reshape(1, -1, frames.shape[-1]))[0]
-            losses = hf.text_decoder(input_ids=a_ids, attention_mask=a_mask, encoder_hidden_states=q.expand(5, -1, -1),
-                                     labels=a_ids.masked_fill(a_mask == 0, -100), reduction="none").loss
+            q = hf.text_encoder(
+                input_ids=q_ids, attention_mask=q_mask, encoder_hidden_states=frames.reshape(1, -1, frames.shape[-1])
+            )[0]
+            losses = hf.text_decoder(
+                input_ids=a_ids,
+                attention_mask=a_mask,
+                encoder_hidden_states=q.expand(5, -1, -1),
+                labels=a_ids.masked_fill(a_mask == 0, -100),
+                reduction="none",
+            ).loss
             assert answer.text == answers[int(losses.argmin())]
             assert answer.logprob == pytest.approx(-float(losses.min()), abs=1e-3)
 
 
 def test_sampled_frames_are_the_data_layers(videos):
     # The references above decode frames 0, 2, 4 themselves; the task reads them through load_frames.
-    assert [np.asarray(f).tolist() for f in load_frames(videos[0], 3)] == \
-        [np.asarray(f).tolist() for f in decoded_frames(videos[0], [0, 2, 4])]
+    assert [np.asarray(f).tolist() for f in load_frames(videos[0], 3)] == [
+        np.asarray(f).tolist() for f in decoded_frames(videos[0], [0, 2, 4])
+    ]

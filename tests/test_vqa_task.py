@@ -38,8 +38,17 @@ def _pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_loss_is_weighted_answer_loss_summed_per_question():
     torch.manual_seed(0)
-    cfg = preset("tiny", task="vqa", **{"text.vocab_size": VOCAB, "text.dec_id": DEC, "text.enc_id": ENC,
-                                        "vision.image_size": 32, "vision.patch_size": 16})
+    cfg = preset(
+        "tiny",
+        task="vqa",
+        **{
+            "text.vocab_size": VOCAB,
+            "text.dec_id": DEC,
+            "text.enc_id": ENC,
+            "vision.image_size": 32,
+            "vision.patch_size": 16,
+        },
+    )
     model = BlipModel(cfg).eval()
     g = torch.Generator().manual_seed(1)
     questions = [_sequence(n, g) for n in (7, 4, 9)]
@@ -60,7 +69,7 @@ def test_loss_is_weighted_answer_loss_summed_per_question():
         for q, question in enumerate(questions):
             enc = question.clone()
             enc[0] = ENC
-            image = model.visual_encoder(pixels[q: q + 1])
+            image = model.visual_encoder(pixels[q : q + 1])
             states = model.text_encoder(enc[None], torch.ones(1, len(enc), dtype=torch.long), image)
             for answer, weight in zip(answers[q], weights[q]):
                 dec = answer.clone()
@@ -86,14 +95,22 @@ def test_finetune_and_evaluate_on_synthetic_world(tmp_path, synth_world):
     test = synth_world / "vqa/vqa_test.json"
     questions = json.loads(test.read_text())
     generated = evaluate_vqa(model, str(test), str(synth_world), out=str(tmp_path / "gen.json"), batch_size=4)
-    ranked = evaluate_vqa(model, str(test), str(synth_world), answer_list=str(synth_world / "vqa/answer_list.json"),
-                          k_test=5, out=str(tmp_path / "rank.json"))
+    ranked = evaluate_vqa(
+        model,
+        str(test),
+        str(synth_world),
+        answer_list=str(synth_world / "vqa/answer_list.json"),
+        k_test=5,
+        out=str(tmp_path / "rank.json"),
+    )
     answer_list = json.loads((synth_world / "vqa/answer_list.json").read_text())
     images = [str(synth_world / q["image"]) for q in questions]
     texts = [q["question"] for q in questions]
     # The answers each way, asked directly one question at a time (evaluate batches them by 4 or 32).
-    direct = {"gen.json": [model.ask([i], [t])[0].text for i, t in zip(images, texts)],
-              "rank.json": [model.ask([i], [t], answers=answer_list, k_test=5)[0].text for i, t in zip(images, texts)]}
+    direct = {
+        "gen.json": [model.ask([i], [t])[0].text for i, t in zip(images, texts)],
+        "rank.json": [model.ask([i], [t], answers=answer_list, k_test=5)[0].text for i, t in zip(images, texts)],
+    }
     for metrics, name in ((generated, "gen.json"), (ranked, "rank.json")):
         assert metrics["questions"] == len(questions) and metrics["skipped_images"] == 0
         results = {x["question_id"]: x["answer"] for x in json.loads((tmp_path / name).read_text())}
@@ -102,8 +119,10 @@ def test_finetune_and_evaluate_on_synthetic_world(tmp_path, synth_world):
         # VQA accuracy per question: min(1, matching annotators / 3), averaged over the 10 leave-one-out subsets.
         per_question = []
         for q in questions:
-            hits = [sum(a == results[q["question_id"]] for j, a in enumerate(q["answer"]) if j != left) for left in
-                    range(len(q["answer"]))]
+            hits = [
+                sum(a == results[q["question_id"]] for j, a in enumerate(q["answer"]) if j != left)
+                for left in range(len(q["answer"]))
+            ]
             per_question.append(sum(min(1.0, h / 3) for h in hits) / len(hits))
         assert metrics["vqa_accuracy"] == pytest.approx(100 * sum(per_question) / len(questions))
     assert set(direct["rank.json"]) <= set(answer_list)

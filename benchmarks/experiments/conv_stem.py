@@ -57,8 +57,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/vision_probe")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--stem", choices=("conv", "all"), default="all",
-                    help="conv: the conv-stem ViT only; all: beside the 8-px patch ViT and the CNN (default)")
+    ap.add_argument(
+        "--stem",
+        choices=("conv", "all"),
+        default="all",
+        help="conv: the conv-stem ViT only; all: beside the 8-px patch ViT and the CNN (default)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     world = load_world(Path(args.out) / "synth", args.images, args.seed)

@@ -1,3 +1,5 @@
-from blip.cli import main
 import sys
+
+from blip.cli import main
+
 sys.exit(main())

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -100,13 +101,20 @@ def _batches(n: int, size: int) -> Iterator[slice]:
 class Blip:
     """A BLIP model with its tokenizer and image transform, ready for inference."""
 
-    def __init__(self, model: BlipModel, tokenizer: Tokenizer, device: str | torch.device = "cpu",
-                 dtype: str = "float32", report: LoadReport | None = None):
+    def __init__(
+        self,
+        model: BlipModel,
+        tokenizer: Tokenizer,
+        device: str | torch.device = "cpu",
+        dtype: str = "float32",
+        report: LoadReport | None = None,
+    ):
         if dtype not in ("float32", "bfloat16"):
             raise BlipError(f"dtype must be float32 or bfloat16, not {dtype!r}")
         if len(tokenizer) > model.cfg.text.vocab_size:
-            raise BlipError(f"tokenizer has {len(tokenizer)} tokens but the model's vocabulary is "
-                            f"{model.cfg.text.vocab_size}")
+            raise BlipError(
+                f"tokenizer has {len(tokenizer)} tokens but the model's vocabulary is {model.cfg.text.vocab_size}"
+            )
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         if dtype == "bfloat16":
@@ -129,7 +137,7 @@ class Blip:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def compile(self, backend: str = "inductor") -> "Blip":
+    def compile(self, backend: str = "inductor") -> Blip:
         """torch.compile the vision encoder and the decoder step in place (compiled on first use; see BENCHMARKS.md)."""
         self.model.visual_encoder.compile(backend=backend)
         if self.model.has("text_decoder"):
@@ -153,15 +161,17 @@ class Blip:
         if isinstance(image, torch.Tensor) and image.is_floating_point():
             size = self.cfg.vision.image_size
             if tuple(image.shape) != (3, size, size):
-                raise BlipError(f"a float image tensor must be normalised pixels (3, {size}, {size}), "
-                                f"not {tuple(image.shape)}")
+                raise BlipError(
+                    f"a float image tensor must be normalised pixels (3, {size}, {size}), not {tuple(image.shape)}"
+                )
             return image.to(self.device)
         if isinstance(image, torch.Tensor):
             image = image.permute(1, 2, 0).cpu().numpy() if image.dim() == 3 else image.cpu().numpy()
         if isinstance(image, np.ndarray):
             if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
-                raise BlipError(f"an image array must be uint8 (H, W, 3) or (H, W), not {image.dtype} "
-                                f"{tuple(image.shape)}")
+                raise BlipError(
+                    f"an image array must be uint8 (H, W, 3) or (H, W), not {image.dtype} {tuple(image.shape)}"
+                )
             image = Image.fromarray(image)
         return self.transform(load_image(image))
 
@@ -198,32 +208,34 @@ class Blip:
         return torch.cat(out)
 
     @torch.no_grad()
-    def multimodal_features(self, images: Images, texts: Texts,
-                            max_length: int = 35) -> torch.Tensor:
+    def multimodal_features(self, images: Images, texts: Texts, max_length: int = 35) -> torch.Tensor:
         """Image-grounded encoder output at [ENC] (B, hidden) for paired images and texts."""
         self._need("text_encoder", "multimodal features")
         images, texts = _pair(images, texts)
         with self.autocast():
-            states = self.model.encode_grounded(*self._texts(texts, max_length),
-                                                self.model.encode_image(self.pixels(images)))
+            states = self.model.encode_grounded(
+                *self._texts(texts, max_length), self.model.encode_image(self.pixels(images))
+            )
         return states[:, 0].float()
 
     @torch.no_grad()
     def text_states(self, texts: Sequence[str], max_length: int = 35) -> torch.Tensor:
-        """Unimodal text encoder states (B, T, hidden), [CLS] first, padded to the longest text (no ITC heads needed)."""
+        """Unimodal text encoder states (B, T, hidden), [CLS] first, padded to the longest (no ITC heads needed)."""
         self._need("text_encoder", "text states")
         with self.autocast():
             return self.model.text_encoder(*self._texts(texts, max_length)).float()
 
     @torch.no_grad()
-    def multimodal_states(self, images: Sequence[ImageSource], texts: Sequence[str],
-                          max_length: int = 35) -> torch.Tensor:
+    def multimodal_states(
+        self, images: Sequence[ImageSource], texts: Sequence[str], max_length: int = 35
+    ) -> torch.Tensor:
         """Image-grounded encoder states (B, T, hidden) for paired images and texts, [ENC] first, padded."""
         self._need("text_encoder", "multimodal states")
         images, texts = _pair(images, texts)
         with self.autocast():
-            return self.model.encode_grounded(*self._texts(texts, max_length),
-                                              self.model.encode_image(self.pixels(images))).float()
+            return self.model.encode_grounded(
+                *self._texts(texts, max_length), self.model.encode_image(self.pixels(images))
+            ).float()
 
     @torch.no_grad()
     def itm_logits(self, images: Sequence[ImageSource], texts: Sequence[str], max_length: int = 35) -> torch.Tensor:
@@ -235,8 +247,14 @@ class Blip:
             return self.model.itm_logits(self.model.encode_image(self.pixels(images)), ids, mask).float()
 
     @torch.no_grad()
-    def nlvr(self, images0: Sequence[ImageSource], images1: Sequence[ImageSource], statements: Sequence[str],
-             max_length: int = 40, batch_size: int = 16) -> list[Verdict]:
+    def nlvr(
+        self,
+        images0: Sequence[ImageSource],
+        images1: Sequence[ImageSource],
+        statements: Sequence[str],
+        max_length: int = 40,
+        batch_size: int = 16,
+    ) -> list[Verdict]:
         """NLVR2: is each statement true of its (left, right) image pair? One statement may cover many pairs."""
         if not self.cfg.nlvr:
             raise BlipError("nlvr needs an NLVR2 checkpoint (twin cross-attention and a cls_head)")
@@ -254,8 +272,9 @@ class Blip:
         return out
 
     @torch.no_grad()
-    def match(self, images: Images, texts: Texts, max_length: int = 35, batch_size: int = 16,
-              on_error: str = "raise") -> list[dict[str, Any]]:
+    def match(
+        self, images: Images, texts: Texts, max_length: int = 35, batch_size: int = 16, on_error: str = "raise"
+    ) -> list[dict[str, Any]]:
         """Per (image, text) pair: 'itm' match probability (ITM head) and 'itc' cosine similarity (not a probability).
 
         Give equal-length lists, or one image and many texts, or many images and one text. With on_error="report"
@@ -276,7 +295,9 @@ class Blip:
                 if self.model.has("itm"):
                     row["itm"] = self.model.itm_logits(embeds, ids, mask).float().softmax(-1)[:, 1]
                 if self.model.has("itc"):
-                    row["itc"] = (self.model.image_embed(embeds).float() * self.model.text_embed(ids, mask).float()).sum(-1)
+                    row["itc"] = (
+                        self.model.image_embed(embeds).float() * self.model.text_embed(ids, mask).float()
+                    ).sum(-1)
             if not row:
                 raise BlipError("match needs a model with an ITM or ITC head (a retrieval or pretrained checkpoint)")
             results += [{k: float(v[i]) for k, v in row.items()} for i in range(len(ids))]
@@ -288,8 +309,9 @@ class Blip:
 
         return build_index(self, sources, out, batch_size=batch_size, **options)
 
-    def gradcam(self, image: ImageSource, text: str | Sequence[str], layer: int | None = None,
-                max_length: int = 35) -> GradCam | list[GradCam]:
+    def gradcam(
+        self, image: ImageSource, text: str | Sequence[str], layer: int | None = None, max_length: int = 35
+    ) -> GradCam | list[GradCam]:
         """ITM Grad-CAM of one image with a text (a GradCam) or with each of several texts (a list), at one
         cross-attention layer of the image-grounded encoder (default: the middle one, LAVIS's 6 of 12)."""
         self._need("itm", "Grad-CAM")
@@ -304,16 +326,29 @@ class Blip:
         out = []
         for i, length in enumerate(mask.sum(1).tolist()):
             enc, mean, per_token = split_maps(maps[i], length)
-            tokens = [self.tokenizer.tok.id_to_token(t) for t in ids[i, 1:length - 1].tolist()]
+            tokens = [self.tokenizer.tok.id_to_token(t) for t in ids[i, 1 : length - 1].tolist()]
             out.append(GradCam(tokens, enc, mean, per_token, float(itm[i]), layer))
         return out[0] if isinstance(text, str) else out
 
     @torch.no_grad()
-    def caption(self, images: Images, prompt: str = "a picture of ", strategy: str = "beam",
-                num_beams: int = 3, max_length: int = 20, min_length: int = 5, top_p: float = 0.9, top_k: int = 50,
-                repetition_penalty: float | None = None, num_captions: int = 1, batch_size: int = 8,
-                generator: torch.Generator | None = None, progress: Any = None, on_error: str = "raise",
-                **options: Any) -> list[Caption]:
+    def caption(
+        self,
+        images: Images,
+        prompt: str = "a picture of ",
+        strategy: str = "beam",
+        num_beams: int = 3,
+        max_length: int = 20,
+        min_length: int = 5,
+        top_p: float = 0.9,
+        top_k: int = 50,
+        repetition_penalty: float | None = None,
+        num_captions: int = 1,
+        batch_size: int = 8,
+        generator: torch.Generator | None = None,
+        progress: Any = None,
+        on_error: str = "raise",
+        **options: Any,
+    ) -> list[Caption]:
         """Caption one image or many (num_captions per image, image-major); lengths count the prompt, as in the
         reference. With on_error="report" an unusable image gives Captions with `error` set instead of raising."""
         self._need("text_decoder", "captioning")
@@ -321,18 +356,46 @@ class Blip:
         images = _images(images)
         if on_error == "report":
             good, _, errors = _usable(images)
-            done = iter(self.caption(good, prompt, strategy, num_beams, max_length, min_length, top_p, top_k,
-                                     repetition_penalty, num_captions, batch_size, generator, progress, **options)
-                        if good else [])
-            return [Caption("", -math.inf, -math.inf, error=errors[i]) if i in errors else next(done)
-                    for i in range(len(images)) for _ in range(num_captions)]
+            done = iter(
+                self.caption(
+                    good,
+                    prompt,
+                    strategy,
+                    num_beams,
+                    max_length,
+                    min_length,
+                    top_p,
+                    top_k,
+                    repetition_penalty,
+                    num_captions,
+                    batch_size,
+                    generator,
+                    progress,
+                    **options,
+                )
+                if good
+                else []
+            )
+            return [
+                Caption("", -math.inf, -math.inf, error=errors[i]) if i in errors else next(done)
+                for i in range(len(images))
+                for _ in range(num_captions)
+            ]
         if self.cfg.decoder_input != "image":
             raise BlipError("this is a VQA model: its decoder reads questions, not images; use ask()")
         if repetition_penalty is None:  # the reference's defaults: 1.0 for beam search, 1.1 for nucleus sampling
             repetition_penalty = 1.1 if strategy == "nucleus" else 1.0
-        gen = GenerationConfig(strategy=strategy, num_beams=num_beams, max_length=max_length, min_length=min_length,
-                               top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty,
-                               num_return_sequences=num_captions, **options)
+        gen = GenerationConfig(
+            strategy=strategy,
+            num_beams=num_beams,
+            max_length=max_length,
+            min_length=min_length,
+            top_p=top_p,
+            top_k=top_k,
+            repetition_penalty=repetition_penalty,
+            num_return_sequences=num_captions,
+            **options,
+        )
         prompt_ids = self.tokenizer.encode(prompt)[:-1]  # drop [SEP]: the caption continues the prompt
         prompt_ids[0] = self.tokenizer.dec_id
         out: list[Caption] = []
@@ -342,14 +405,25 @@ class Blip:
                 embeds = self.model.encode_image(pixels)
                 cross_kv = self.model.text_decoder.bert.cross_kv(embeds)
                 prompt_t = torch.tensor([prompt_ids] * len(pixels), device=self.device)
-                result = generate(self.model.text_decoder, prompt_t, cross_kv, None, gen, self.tokenizer.sep_id,
-                                  self.tokenizer.pad_id, generator)
-                texts = [self.tokenizer.decode(seq[len(prompt_ids):]) for seq in result.sequences]
+                result = generate(
+                    self.model.text_decoder,
+                    prompt_t,
+                    cross_kv,
+                    None,
+                    gen,
+                    self.tokenizer.sep_id,
+                    self.tokenizer.pad_id,
+                    generator,
+                )
+                texts = [self.tokenizer.decode(seq[len(prompt_ids) :]) for seq in result.sequences]
                 itm = None
                 if self.model.has("itm"):
                     ids, mask = self._texts(texts, 35)
-                    itm = self.model.itm_logits(embeds.repeat_interleave(len(texts) // len(pixels), 0), ids,
-                                                mask).float().softmax(-1)[:, 1]
+                    itm = (
+                        self.model.itm_logits(embeds.repeat_interleave(len(texts) // len(pixels), 0), ids, mask)
+                        .float()
+                        .softmax(-1)[:, 1]
+                    )
             for i, text in enumerate(texts):
                 lp, n = float(result.logprob[i]), max(1, int(result.num_tokens[i]))
                 ids = result.sequences[i, : len(prompt_ids) + int(result.num_tokens[i])].tolist()
@@ -360,10 +434,21 @@ class Blip:
         return out
 
     @torch.no_grad()
-    def ask(self, images: Images, questions: Texts, answers: Sequence[str] | None = None,
-            num_beams: int = 3, max_length: int = 10, k_test: int = 128, batch_size: int = 8,
-            progress: Any = None, top: int | None = None, mask_question_padding: bool = True,
-            on_error: str = "raise", **options: Any) -> list[Answer] | list[list[Answer]]:
+    def ask(
+        self,
+        images: Images,
+        questions: Texts,
+        answers: Sequence[str] | None = None,
+        num_beams: int = 3,
+        max_length: int = 10,
+        k_test: int = 128,
+        batch_size: int = 8,
+        progress: Any = None,
+        top: int | None = None,
+        mask_question_padding: bool = True,
+        on_error: str = "raise",
+        **options: Any,
+    ) -> list[Answer] | list[list[Answer]]:
         """Answer questions about images: generate (beam search), or rank a given answer list (reference k_test).
 
         With an answer list and `top`, each question gets its `top` best answers, best first, with their scores.
@@ -376,23 +461,48 @@ class Blip:
         images, questions = _pair(images, questions)
         if on_error == "report":
             good, where, errors = _usable(images)
-            done = iter(self.ask(good, [questions[i] for i in where], answers, num_beams, max_length, k_test,
-                                 batch_size, progress, top, mask_question_padding, **options) if good else [])
+            done = iter(
+                self.ask(
+                    good,
+                    [questions[i] for i in where],
+                    answers,
+                    num_beams,
+                    max_length,
+                    k_test,
+                    batch_size,
+                    progress,
+                    top,
+                    mask_question_padding,
+                    **options,
+                )
+                if good
+                else []
+            )
             return [Answer("", -math.inf, error=errors[i]) if i in errors else next(done) for i in range(len(images))]
         out: list[Answer] = []
         for s in _batches(len(questions), batch_size):
             with self.autocast():
                 embeds = self.model.encode_image(self.pixels(images[s]))
-            out += self.ask_embeds(embeds, questions[s], answers, num_beams, max_length, k_test, top,
-                                   mask_question_padding, **options)
+            out += self.ask_embeds(
+                embeds, questions[s], answers, num_beams, max_length, k_test, top, mask_question_padding, **options
+            )
             if progress is not None:
                 progress.update(len(embeds))
         return out
 
     @torch.no_grad()
-    def ask_embeds(self, image_embeds: torch.Tensor, questions: Sequence[str], answers: Sequence[str] | None = None,
-                   num_beams: int = 3, max_length: int = 10, k_test: int = 128, top: int | None = None,
-                   mask_question_padding: bool = True, **options: Any) -> list[Answer] | list[list[Answer]]:
+    def ask_embeds(
+        self,
+        image_embeds: torch.Tensor,
+        questions: Sequence[str],
+        answers: Sequence[str] | None = None,
+        num_beams: int = 3,
+        max_length: int = 10,
+        k_test: int = 128,
+        top: int | None = None,
+        mask_question_padding: bool = True,
+        **options: Any,
+    ) -> list[Answer] | list[list[Answer]]:
         """ask() on ViT tokens (B, L, width) already computed, one batch: e.g. video frames' tokens concatenated."""
         self._need_vqa("ask()")
         if len(image_embeds) != len(questions):
@@ -413,16 +523,19 @@ class Blip:
             raise BlipError(f"this model's decoder reads images, not questions: load a VQA checkpoint for {what}")
 
     def _generate_answers(self, states, mask, num_beams: int, max_length: int, **options: Any) -> list[Answer]:
-        gen = GenerationConfig(**{"strategy": "beam", "num_beams": num_beams, "max_length": max_length,
-                                  "min_length": 1, **options})
+        gen = GenerationConfig(
+            **{"strategy": "beam", "num_beams": num_beams, "max_length": max_length, "min_length": 1, **options}
+        )
         cross_kv = self.model.text_decoder.bert.cross_kv(states)
         start = torch.full((len(states), 1), self.tokenizer.dec_id, device=self.device)
-        result = generate(self.model.text_decoder, start, cross_kv, mask, gen,
-                          self.tokenizer.sep_id, self.tokenizer.pad_id)
+        result = generate(
+            self.model.text_decoder, start, cross_kv, mask, gen, self.tokenizer.sep_id, self.tokenizer.pad_id
+        )
         return [Answer(self.tokenizer.decode(seq), float(lp)) for seq, lp in zip(result.sequences, result.logprob)]
 
-    def _rank_answers(self, states, mask, answers: Sequence[str], k_test: int,
-                      top: int | None = None) -> list[Answer] | list[list[Answer]]:
+    def _rank_answers(
+        self, states, mask, answers: Sequence[str], k_test: int, top: int | None = None
+    ) -> list[Answer] | list[list[Answer]]:
         """The reference's rank_answer: top-k answers by first-token probability, then by full LM loss.
 
         The best answer per question, or with `top` that many of the k_test candidates, best first.

@@ -101,7 +101,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{path}: does not hold a state dict of tensors")
     sd = {k.removeprefix("module."): v for k, v in sd.items()}
-    if sd and all(k.startswith("model.") for k in sd):  # a fine-tuning run's checkpoint: its loss module wraps the model
+    if sd and all(
+        k.startswith("model.") for k in sd
+    ):  # a fine-tuning run's checkpoint: its loss module wraps the model
         sd = {k.removeprefix("model."): v for k, v in sd.items()}
     return sd
 
@@ -159,8 +161,15 @@ def infer_config(sd: dict[str, torch.Tensor]) -> BlipConfig:
     decoder_input = "question" if key in sd and "text_encoder" in parts and "itc" not in parts else "image"
     embed_dim = sd["vision_proj.weight"].shape[0] if "vision_proj.weight" in sd else 256
     nlvr = "cls_head.0.weight" in sd
-    return BlipConfig(vision=vision, text=text, embed_dim=embed_dim, parts=tuple(parts), decoder_input=decoder_input,
-                      nlvr=nlvr, nlvr_merge_from=nlvr_merge_from(sd, text.layers) or 6)
+    return BlipConfig(
+        vision=vision,
+        text=text,
+        embed_dim=embed_dim,
+        parts=tuple(parts),
+        decoder_input=decoder_input,
+        nlvr=nlvr,
+        nlvr_merge_from=nlvr_merge_from(sd, text.layers) or 6,
+    )
 
 
 def nlvr_merge_from(sd: dict[str, torch.Tensor], layers: int) -> int | None:
@@ -203,8 +212,13 @@ def config_from_transformers(hf: dict[str, Any], sd: dict[str, torch.Tensor]) ->
         max_positions=t.get("max_position_embeddings", shapes.text.max_positions),
         layer_norm_eps=t.get("layer_norm_eps", 1e-12),
     )
-    return BlipConfig(vision=vision, text=text, embed_dim=hf.get("image_text_hidden_size", shapes.embed_dim),
-                      parts=shapes.parts, decoder_input=shapes.decoder_input)
+    return BlipConfig(
+        vision=vision,
+        text=text,
+        embed_dim=hf.get("image_text_hidden_size", shapes.embed_dim),
+        parts=shapes.parts,
+        decoder_input=shapes.decoder_input,
+    )
 
 
 def twin_cross_attention(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -248,8 +262,9 @@ def build_and_load(
     own = model.state_dict()
     sd = dict(sd)
     if "visual_encoder.pos_embed" in sd:
-        sd["visual_encoder.pos_embed"] = resample_pos_embed(sd["visual_encoder.pos_embed"], cfg.vision.image_size,
-                                                            cfg.vision.patch_size)
+        sd["visual_encoder.pos_embed"] = resample_pos_embed(
+            sd["visual_encoder.pos_embed"], cfg.vision.image_size, cfg.vision.patch_size
+        )
     if cfg.nlvr and not any(".crossattention.self0." in k for k in sd):
         sd = twin_cross_attention(sd)
         report.defaulted.append("NLVR2 branches self0/self1, dense0/dense1 copied from the single cross-attention")
@@ -366,8 +381,15 @@ def load_checkpoint(
         tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.from_pretrained(tokenizer)
     if tok is not None:
         # The tokenizer is the truth for special ids: a swapped vocabulary must not break "+2 tokens" arithmetic.
-        cfg = cfg.replace(**{"text.pad_id": tok.pad_id, "text.cls_id": tok.cls_id, "text.sep_id": tok.sep_id,
-                             "text.dec_id": tok.dec_id, "text.enc_id": tok.enc_id})
+        cfg = cfg.replace(
+            **{
+                "text.pad_id": tok.pad_id,
+                "text.cls_id": tok.cls_id,
+                "text.sep_id": tok.sep_id,
+                "text.dec_id": tok.dec_id,
+                "text.enc_id": tok.enc_id,
+            }
+        )
     model, report = build_and_load(cfg, sd, fmt, allow_missing)
     return model, tok, report
 
@@ -428,15 +450,17 @@ def save_pretrained(model: BlipModel, tokenizer: Tokenizer | None, folder: str |
     """Write the project's own format: config.json, model.safetensors and the tokenizer."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps({"format": OWN_FORMAT, "version": 1,
-                                                    "config": model.cfg.to_dict()}, indent=2))
+    (folder / "config.json").write_text(
+        json.dumps({"format": OWN_FORMAT, "version": 1, "config": model.cfg.to_dict()}, indent=2)
+    )
     _save_tensors(model.state_dict(), folder / "model.safetensors")
     if tokenizer is not None:
         tokenizer.save(folder)
 
 
-def export_transformers(model: BlipModel, tokenizer: Tokenizer | None, folder: str | Path,
-                        task: str | None = None) -> str:
+def export_transformers(
+    model: BlipModel, tokenizer: Tokenizer | None, folder: str | Path, task: str | None = None
+) -> str:
     """Write a folder transformers' BLIP classes load; returns the architecture name written."""
     cfg = model.cfg
     if task is None:
@@ -446,9 +470,13 @@ def export_transformers(model: BlipModel, tokenizer: Tokenizer | None, folder: s
     needed = set(TASK_PARTS[task])
     if not needed <= set(cfg.parts):
         raise CheckpointError(f"cannot export a {task} model: it needs {sorted(needed)}, model has {list(cfg.parts)}")
-    keep = tuple(p for p in ("text_encoder", "text_decoder", "vision_proj", "text_proj", "itm_head")
-                 if (p in needed) or (p in ("vision_proj", "text_proj") and "itc" in needed)
-                 or (p == "itm_head" and "itm" in needed))
+    keep = tuple(
+        p
+        for p in ("text_encoder", "text_decoder", "vision_proj", "text_proj", "itm_head")
+        if (p in needed)
+        or (p in ("vision_proj", "text_proj") and "itc" in needed)
+        or (p == "itm_head" and "itm" in needed)
+    )
     sd = {k: v for k, v in model.state_dict().items() if k.startswith(("visual_encoder.",) + keep)}
     sd = {k: v for k, v in to_transformers_keys(sd).items() if k != "temp"}
     folder = Path(folder)
@@ -460,24 +488,48 @@ def export_transformers(model: BlipModel, tokenizer: Tokenizer | None, folder: s
         "image_text_hidden_size": cfg.embed_dim,
         "label_smoothing": cfg.label_smoothing,
         "vision_config": {
-            "hidden_size": v.width, "intermediate_size": v.mlp_dim, "num_hidden_layers": v.depth,
-            "num_attention_heads": v.heads, "image_size": v.image_size, "patch_size": v.patch_size,
-            "layer_norm_eps": v.layer_norm_eps, "model_type": "blip_vision_model",
+            "hidden_size": v.width,
+            "intermediate_size": v.mlp_dim,
+            "num_hidden_layers": v.depth,
+            "num_attention_heads": v.heads,
+            "image_size": v.image_size,
+            "patch_size": v.patch_size,
+            "layer_norm_eps": v.layer_norm_eps,
+            "model_type": "blip_vision_model",
         },
         "text_config": {
-            "vocab_size": t.vocab_size, "hidden_size": t.hidden, "encoder_hidden_size": v.width,
-            "intermediate_size": t.intermediate, "num_hidden_layers": t.layers, "num_attention_heads": t.heads,
-            "max_position_embeddings": t.max_positions, "layer_norm_eps": t.layer_norm_eps,
-            "hidden_dropout_prob": t.dropout, "attention_probs_dropout_prob": t.attention_dropout,
-            "pad_token_id": t.pad_id, "bos_token_id": t.dec_id, "eos_token_id": t.sep_id, "sep_token_id": t.sep_id,
-            "label_smoothing": cfg.label_smoothing, "model_type": "blip_text_model",
+            "vocab_size": t.vocab_size,
+            "hidden_size": t.hidden,
+            "encoder_hidden_size": v.width,
+            "intermediate_size": t.intermediate,
+            "num_hidden_layers": t.layers,
+            "num_attention_heads": t.heads,
+            "max_position_embeddings": t.max_positions,
+            "layer_norm_eps": t.layer_norm_eps,
+            "hidden_dropout_prob": t.dropout,
+            "attention_probs_dropout_prob": t.attention_dropout,
+            "pad_token_id": t.pad_id,
+            "bos_token_id": t.dec_id,
+            "eos_token_id": t.sep_id,
+            "sep_token_id": t.sep_id,
+            "label_smoothing": cfg.label_smoothing,
+            "model_type": "blip_text_model",
         },
     }
     (folder / "config.json").write_text(json.dumps(hf, indent=2))
     _save_tensors(sd, folder / "model.safetensors")
     if tokenizer is not None:
         tokenizer.save(folder)
-        (folder / "tokenizer_config.json").write_text(json.dumps(
-            {"tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": t.max_positions,
-             "bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]}, indent=2))
+        (folder / "tokenizer_config.json").write_text(
+            json.dumps(
+                {
+                    "tokenizer_class": "BertTokenizer",
+                    "do_lower_case": True,
+                    "model_max_length": t.max_positions,
+                    "bos_token": "[DEC]",
+                    "additional_special_tokens": ["[ENC]"],
+                },
+                indent=2,
+            )
+        )
     return _HF_ARCH[task]

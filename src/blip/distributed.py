@@ -10,7 +10,6 @@ import os
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
 
 
 def is_distributed() -> bool:

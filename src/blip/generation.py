@@ -100,9 +100,16 @@ def generate(
     return _sample_or_greedy(decoder, prompt, cross_kv, cross_mask, cfg, eos_id, pad_id, generator)
 
 
-def _sample_or_greedy(decoder: TextDecoder, prompt: torch.Tensor, cross_kv: list[LayerKV],
-                      cross_mask: torch.Tensor | None, cfg: GenerationConfig, eos_id: int, pad_id: int,
-                      generator: torch.Generator | None) -> Generated:
+def _sample_or_greedy(
+    decoder: TextDecoder,
+    prompt: torch.Tensor,
+    cross_kv: list[LayerKV],
+    cross_mask: torch.Tensor | None,
+    cfg: GenerationConfig,
+    eos_id: int,
+    pad_id: int,
+    generator: torch.Generator | None,
+) -> Generated:
     """Greedy or nucleus decoding; finished rows are padded and stop counting."""
     n = cfg.num_return_sequences if cfg.strategy == "nucleus" else 1
     prompt = prompt.repeat_interleave(n, dim=0)
@@ -136,8 +143,15 @@ def _sample_or_greedy(decoder: TextDecoder, prompt: torch.Tensor, cross_kv: list
     return Generated(seqs, logprob, num_tokens)
 
 
-def _beam_search(decoder: TextDecoder, prompt: torch.Tensor, cross_kv: list[LayerKV], cross_mask: torch.Tensor | None,
-                 cfg: GenerationConfig, eos_id: int, pad_id: int) -> Generated:
+def _beam_search(
+    decoder: TextDecoder,
+    prompt: torch.Tensor,
+    cross_kv: list[LayerKV],
+    cross_mask: torch.Tensor | None,
+    cfg: GenerationConfig,
+    eos_id: int,
+    pad_id: int,
+) -> Generated:
     """Vectorised beam search keeping 2K candidates per step (so K live beams survive K end tokens)."""
     b, p = prompt.shape
     k = cfg.num_beams
@@ -157,8 +171,13 @@ def _beam_search(decoder: TextDecoder, prompt: torch.Tensor, cross_kv: list[Laye
     running_scores[:, 0] = 0.0  # only the first beam's continuations are real at the start
     running_raw = torch.zeros(b, k, device=device)
     # The K best finished hypotheses per source: (scores, sequences, summed log-probs, lengths, real or empty).
-    state = (torch.full((b, k), NEG, device=device), running.clone(), torch.zeros(b, k, device=device),
-             torch.zeros(b, k, dtype=torch.long, device=device), torch.zeros(b, k, dtype=torch.bool, device=device))
+    state = (
+        torch.full((b, k), NEG, device=device),
+        running.clone(),
+        torch.zeros(b, k, device=device),
+        torch.zeros(b, k, dtype=torch.long, device=device),
+        torch.zeros(b, k, dtype=torch.bool, device=device),
+    )
     open_batch = torch.ones(b, dtype=torch.bool, device=device)
     vocab = logits.shape[-1]
     top_k_mask = torch.arange(2 * k, device=device) < k
@@ -182,8 +201,14 @@ def _beam_search(decoder: TextDecoder, prompt: torch.Tensor, cross_kv: list[Laye
             norm_len = torch.where(ends, length, length + 1).float()
         else:
             norm_len = torch.full_like(cand_scores, length + 1 - p)
-        state = _keep_best(state, cand_scores / norm_len ** cfg.length_penalty, cand_seqs, cand_raw,
-                           length + 1 - p, finishing & open_batch[:, None])
+        state = _keep_best(
+            state,
+            cand_scores / norm_len**cfg.length_penalty,
+            cand_seqs,
+            cand_raw,
+            length + 1 - p,
+            finishing & open_batch[:, None],
+        )
 
         # The K best candidates that did not end continue.
         live = torch.where(ends, NEG, cand_scores).topk(k, dim=-1).indices
@@ -205,8 +230,9 @@ def _beam_search(decoder: TextDecoder, prompt: torch.Tensor, cross_kv: list[Laye
                 # 4.15's finalize(): only sources not done (the test above included this last step) add their
                 # length-capped running beams.
                 capped = running_scores / float(length + 1) ** cfg.length_penalty
-                state = _keep_best(state, capped, running, running_raw, length + 1 - p,
-                                   open_batch[:, None].expand(-1, k))
+                state = _keep_best(
+                    state, capped, running, running_raw, length + 1 - p, open_batch[:, None].expand(-1, k)
+                )
             break
         if (length - p) % SYNC_EVERY == SYNC_EVERY - 1 and not bool(open_batch.any()):
             break
@@ -221,19 +247,23 @@ def _beam_search(decoder: TextDecoder, prompt: torch.Tensor, cross_kv: list[Laye
     seqs = finished.gather(1, order[:, :, None].expand(-1, -1, max_len)).view(b * n, max_len)
     lengths = finished_len.gather(1, order).view(-1)
     width = int(lengths.max()) + p
-    return Generated(seqs[:, :width], finished_raw.gather(1, order).view(-1), lengths,
-                     finished_scores.gather(1, order).view(-1))
+    return Generated(
+        seqs[:, :width], finished_raw.gather(1, order).view(-1), lengths, finished_scores.gather(1, order).view(-1)
+    )
 
 
-def _keep_best(state: tuple, scores: torch.Tensor, seqs: torch.Tensor, raw: torch.Tensor, num_tokens: int,
-               adding: torch.Tensor) -> tuple:
+def _keep_best(
+    state: tuple, scores: torch.Tensor, seqs: torch.Tensor, raw: torch.Tensor, num_tokens: int, adding: torch.Tensor
+) -> tuple:
     """Merge the candidates flagged in `adding` into the K best finished hypotheses of each source."""
     finished_scores, finished, finished_raw, finished_len, is_finished = state
     k, max_len = finished_scores.shape[1], finished.shape[2]
     merged = torch.cat([finished_scores, torch.where(adding, scores, NEG)], dim=1)
     best = merged.topk(k, dim=-1).indices
-    return (merged.gather(1, best),
-            torch.cat([finished, seqs], dim=1).gather(1, best[:, :, None].expand(-1, -1, max_len)),
-            torch.cat([finished_raw, raw], dim=1).gather(1, best),
-            torch.cat([finished_len, torch.full_like(raw, num_tokens, dtype=torch.long)], dim=1).gather(1, best),
-            torch.cat([is_finished, adding], dim=1).gather(1, best))
+    return (
+        merged.gather(1, best),
+        torch.cat([finished, seqs], dim=1).gather(1, best[:, :, None].expand(-1, -1, max_len)),
+        torch.cat([finished_raw, raw], dim=1).gather(1, best),
+        torch.cat([finished_len, torch.full_like(raw, num_tokens, dtype=torch.long)], dim=1).gather(1, best),
+        torch.cat([is_finished, adding], dim=1).gather(1, best),
+    )

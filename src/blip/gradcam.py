@@ -57,8 +57,9 @@ def default_layer(model: BlipModel) -> int:
     return max(0, min(layers // 2, layers - 2))
 
 
-def itm_gradcam(model: BlipModel, image_embeds: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
-                layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+def itm_gradcam(
+    model: BlipModel, image_embeds: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, layer: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Grad-CAM maps (B, T, rows, cols) at every text position from ViT tokens (B, 1 + patches, width), and the
     ITM logits (B, 2). Padding positions get zero maps; only the recorded probabilities receive gradients.
     """
@@ -86,7 +87,7 @@ def itm_gradcam(model: BlipModel, image_embeds: torch.Tensor, ids: torch.Tensor,
 
 def split_maps(maps: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One pair's (T, rows, cols) maps -> ([ENC] map, mean over the length - 2 real tokens, the real tokens' maps)."""
-    real = maps[1:length - 1]
+    real = maps[1 : length - 1]
     mean = real.mean(dim=0) if len(real) else torch.zeros_like(maps[0])
     return maps[0], mean, real
 
@@ -128,9 +129,11 @@ def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.5) -> Image.I
 
 
 # Matplotlib's 'jet' as (position, value) knots per channel, so the overlay needs no matplotlib.
-_JET = (((0, 0), (0.35, 0), (0.66, 1), (0.89, 1), (1, 0.5)),
-        ((0, 0), (0.125, 0), (0.375, 1), (0.64, 1), (0.91, 0), (1, 0)),
-        ((0, 0.5), (0.11, 1), (0.34, 1), (0.65, 0), (1, 0)))
+_JET = (
+    ((0, 0), (0.35, 0), (0.66, 1), (0.89, 1), (1, 0.5)),
+    ((0, 0), (0.125, 0), (0.375, 1), (0.64, 1), (0.91, 0), (1, 0)),
+    ((0, 0.5), (0.11, 1), (0.34, 1), (0.65, 0), (1, 0)),
+)
 
 
 def jet(x: np.ndarray) -> np.ndarray:

@@ -6,7 +6,6 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Union
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
@@ -15,7 +14,7 @@ from blip.errors import ImageError
 # Decoding more pixels than this is refused (PIL's own default: about 89 MP); PIL only warns below 2x the limit.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
-ImageSource = Union[str, os.PathLike, bytes, Image.Image]
+ImageSource = str | os.PathLike | bytes | Image.Image
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -64,7 +63,8 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image
             width, height = im.size
             if width * height > max_pixels:
                 raise ImageError(
-                    "too_large", f"{name}: {width}x{height} pixels exceeds the limit of {max_pixels} (decompression bomb?)"
+                    "too_large",
+                    f"{name}: {width}x{height} pixels exceeds the limit of {max_pixels} (decompression bomb?)",
                 )
             im.load()
     except ImageError:

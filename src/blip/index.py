@@ -93,8 +93,10 @@ class BuildReport:
         """One line for the user."""
         line = f"{self.embedded} embedded, {self.reused} unchanged, {self.removed} removed; search: {self.nn}"
         if self.recall_at_10 is not None:
-            line += (f" (IVF nlist {self.nlist}, nprobe {self.nprobe}: recall@10 against exact search "
-                     f"{self.recall_at_10:.3f})")
+            line += (
+                f" (IVF nlist {self.nlist}, nprobe {self.nprobe}: recall@10 against exact search "
+                f"{self.recall_at_10:.3f})"
+            )
         return line
 
 
@@ -124,8 +126,13 @@ def fingerprint(model: Blip) -> dict[str, Any]:
                 h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
                 h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
         cfg = m.cfg.to_dict()
-        _FINGERPRINTS[m] = {"image_size": cfg["vision"]["image_size"], "embed_dim": cfg["embed_dim"],
-                            "vision": cfg["vision"], "text": cfg["text"], "weights": h.hexdigest()}
+        _FINGERPRINTS[m] = {
+            "image_size": cfg["vision"]["image_size"],
+            "embed_dim": cfg["embed_dim"],
+            "vision": cfg["vision"],
+            "text": cfg["text"],
+            "weights": h.hexdigest(),
+        }
     return _FINGERPRINTS[m]
 
 
@@ -193,8 +200,11 @@ class IndexWriter:
         else:
             self.manifest = {"version": 1, "fingerprint": fp, "dim": dim}
             _write_json(manifest_path, self.manifest)
-        numbers = [int(m.group(1)) for p in (self.root / "shards").iterdir()
-                   if (m := re.fullmatch(r"(?:emb|meta)-(\d+)\.(?:npy|parquet)(?:\.tmp)?", p.name))]
+        numbers = [
+            int(m.group(1))
+            for p in (self.root / "shards").iterdir()
+            if (m := re.fullmatch(r"(?:emb|meta)-(\d+)\.(?:npy|parquet)(?:\.tmp)?", p.name))
+        ]
         self.next_shard = max(numbers, default=-1) + 1
 
     def known(self) -> dict[str, dict[str, Any]]:
@@ -219,8 +229,11 @@ class IndexWriter:
         return set(_read_parquet(table)[0]["key"]) if table.exists() else set()
 
     def _complete_shards(self) -> list[int]:
-        return [int(p.name[5:11]) for p in (self.root / "shards").glob("meta-*.parquet")
-                if (self.root / "shards" / f"emb-{p.name[5:11]}.npy").exists()]
+        return [
+            int(p.name[5:11])
+            for p in (self.root / "shards").glob("meta-*.parquet")
+            if (self.root / "shards" / f"emb-{p.name[5:11]}.npy").exists()
+        ]
 
     def add(self, items: Sequence[Item], features: np.ndarray) -> list[tuple[int, int]]:
         """Write one shard: vectors first, metadata last (what makes it count); returns each item's (shard, row)."""
@@ -228,19 +241,24 @@ class IndexWriter:
         self.next_shard += 1
         vectors = np.ascontiguousarray(features, dtype=np.float16)
         _atomic_write(self.root / "shards" / f"emb-{shard:06d}.npy", lambda f: np.save(f, vectors))
-        _write_parquet(self.root / "shards" / f"meta-{shard:06d}.parquet",
-                       {c: [getattr(it, c) for it in items] for c in COLUMNS})
+        _write_parquet(
+            self.root / "shards" / f"meta-{shard:06d}.parquet", {c: [getattr(it, c) for it in items] for c in COLUMNS}
+        )
         return [(shard, r) for r in range(len(items))]
 
-    def commit(self, rows: Sequence[dict[str, Any]], nn: str = "auto", recall_target: float = 0.95,
-               seed: int = 0) -> BuildReport:
+    def commit(
+        self, rows: Sequence[dict[str, Any]], nn: str = "auto", recall_target: float = 0.95, seed: int = 0
+    ) -> BuildReport:
         """Write the live table (rows: COLUMNS + shard + row), build or drop the faiss index, delete unused shards."""
         if nn not in ("auto", "exact", "faiss"):
             raise BlipError(f"nn must be auto, exact or faiss, not {nn!r}")
         rows = sorted(rows, key=lambda r: r["key"])
         generation = uuid.uuid4().hex
-        _write_parquet(self.root / "table.parquet", {c: [r[c] for r in rows] for c in (*COLUMNS, "shard", "row")},
-                       {"generation": generation})
+        _write_parquet(
+            self.root / "table.parquet",
+            {c: [r[c] for r in rows] for c in (*COLUMNS, "shard", "row")},
+            {"generation": generation},
+        )
         report = BuildReport()
         use_faiss = nn == "faiss" or (nn == "auto" and len(rows) > EXACT_UP_TO)
         if use_faiss and rows:
@@ -248,11 +266,14 @@ class IndexWriter:
             faiss_index, info = build_faiss(index, recall_target=recall_target, seed=seed)
             import faiss
 
-            _atomic_write(self.root / "faiss.index",
-                          lambda f: f.write(faiss.serialize_index(faiss_index).tobytes()))
+            _atomic_write(self.root / "faiss.index", lambda f: f.write(faiss.serialize_index(faiss_index).tobytes()))
             self.manifest["faiss"] = {**info, "generation": generation}
-            report.nn, report.recall_at_10, report.nprobe, report.nlist = ("faiss", info["recall_at_10"],
-                                                                           info["nprobe"], info["nlist"])
+            report.nn, report.recall_at_10, report.nprobe, report.nlist = (
+                "faiss",
+                info["recall_at_10"],
+                info["nprobe"],
+                info["nlist"],
+            )
         else:
             self.manifest.pop("faiss", None)
         _write_json(self.root / "index.json", self.manifest)
@@ -266,10 +287,18 @@ class IndexWriter:
         return report
 
 
-def build_index(model: Blip, sources: Sequence[str], out: str | os.PathLike, batch_size: int = 32,
-                shard_size: int = 1024, nn: str = "auto", recall_target: float = 0.95,
-                progress: Callable[[int], Any] | None = None, model_source: dict[str, Any] | None = None,
-                workers: int = 0) -> Index:
+def build_index(
+    model: Blip,
+    sources: Sequence[str],
+    out: str | os.PathLike,
+    batch_size: int = 32,
+    shard_size: int = 1024,
+    nn: str = "auto",
+    recall_target: float = 0.95,
+    progress: Callable[[int], Any] | None = None,
+    model_source: dict[str, Any] | None = None,
+    workers: int = 0,
+) -> Index:
     """Embed every new or changed image of sources into the index at out; drop rows of images no longer there.
 
     Sources are listed and images decoded (in `workers` processes) by the streaming engine, blip.inference.engine.
@@ -305,8 +334,10 @@ def build_index(model: Blip, sources: Sequence[str], out: str | os.PathLike, bat
     def flush() -> None:
         if pending_items:
             places = writer.add(pending_items, np.concatenate(pending))
-            rows.extend({**{c: getattr(it, c) for c in COLUMNS}, "shard": s, "row": r}
-                        for it, (s, r) in zip(pending_items, places))
+            rows.extend(
+                {**{c: getattr(it, c) for c in COLUMNS}, "shard": s, "row": r}
+                for it, (s, r) in zip(pending_items, places)
+            )
             pending_items.clear()
             pending.clear()
 
@@ -314,9 +345,13 @@ def build_index(model: Blip, sources: Sequence[str], out: str | os.PathLike, bat
     m = model.model
     by_key = {it.key: it for it in todo}
     # Only the images to embed are read: the engine gets them as list units of Entries (files or shard members).
-    units = [Unit(f"todo-{start // UNIT_SIZE:06d}", entries=[Entry(it.key, it.source, {}, it.offset, it.size)
-                                                             for it in todo[start:start + UNIT_SIZE]])
-             for start in range(0, len(todo), UNIT_SIZE)]
+    units = [
+        Unit(
+            f"todo-{start // UNIT_SIZE:06d}",
+            entries=[Entry(it.key, it.source, {}, it.offset, it.size) for it in todo[start : start + UNIT_SIZE]],
+        )
+        for start in range(0, len(todo), UNIT_SIZE)
+    ]
     for batch in stream_batches(units, model.transform, batch_size, workers, digest=True):
         for _, _, reason, message in batch.skipped:
             counter.skip(reason, message)
@@ -376,8 +411,9 @@ def _same_content(item: Item, sha256: str) -> bool:
 # Nearest neighbours.
 
 
-def exact_top_k(chunks: Iterator[tuple[np.ndarray, np.ndarray]], query: np.ndarray,
-                k: int) -> tuple[np.ndarray, np.ndarray]:
+def exact_top_k(
+    chunks: Iterator[tuple[np.ndarray, np.ndarray]], query: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Best k (scores, positions) by inner product over (float16 rows, their positions) chunks; ties by position.
 
     Candidates come from a float16 matmul (float32 accumulation; numpy's float16 -> float32 conversion is the slow
@@ -405,8 +441,9 @@ def _top(scores: np.ndarray, positions: np.ndarray, k: int) -> tuple[np.ndarray,
     return scores[order], positions[order]
 
 
-def build_faiss(index: Index, recall_target: float = 0.95, seed: int = 0,
-                queries: int = 200) -> tuple[Any, dict[str, Any]]:
+def build_faiss(
+    index: Index, recall_target: float = 0.95, seed: int = 0, queries: int = 200
+) -> tuple[Any, dict[str, Any]]:
     """An IVF index (float16 codes, inner product) over the index's vectors, nprobe chosen for recall@10.
 
     Recall is measured against the exact search on `queries` stored vectors used as queries (each one's own row
@@ -418,8 +455,9 @@ def build_faiss(index: Index, recall_target: float = 0.95, seed: int = 0,
         raise BlipError("the approximate search needs faiss-cpu: pip install 'blip[search]'") from None
     n, d = len(index), index.dim
     nlist = max(1, min(int(math.sqrt(n)), n // 39))  # faiss wants >= 39 training points per list
-    ivf = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(d), d, nlist, faiss.ScalarQuantizer.QT_fp16,
-                                        faiss.METRIC_INNER_PRODUCT)
+    ivf = faiss.IndexIVFScalarQuantizer(
+        faiss.IndexFlatIP(d), d, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+    )
     rng = np.random.default_rng(seed)
     train = np.sort(rng.choice(n, size=min(n, 64 * nlist), replace=False))
     ivf.train(index.vectors(train))
@@ -450,8 +488,9 @@ def build_faiss(index: Index, recall_target: float = 0.95, seed: int = 0,
 class Index:
     """An index folder opened for search: vectors memory-mapped, metadata in memory, faiss loaded if built."""
 
-    def __init__(self, root: Path, manifest: dict[str, Any], table: dict[str, list], generation: str,
-                 use_faiss: bool = True):
+    def __init__(
+        self, root: Path, manifest: dict[str, Any], table: dict[str, list], generation: str, use_faiss: bool = True
+    ):
         self.root, self.manifest = root, manifest
         self.keys: list[str] = table["key"]
         self.sources: list[str] = table["source"]
@@ -480,8 +519,7 @@ class Index:
                 self.faiss = faiss.deserialize_index(np.fromfile(root / "faiss.index", dtype=np.uint8))
                 self.faiss.nprobe = info["nprobe"]
             else:  # an indexing run died between writing the table and the faiss index
-                print(f"blip: {root}: faiss index is stale, using the exact search; rerun blip index",
-                      file=sys.stderr)
+                print(f"blip: {root}: faiss index is stale, using the exact search; rerun blip index", file=sys.stderr)
 
     @classmethod
     def open(cls, path: str | os.PathLike, use_faiss: bool = True) -> Index:
@@ -554,8 +592,14 @@ class Index:
         return SearchHit(rank, key, source if offset < 0 else None, float(itc), itm)
 
     @torch.no_grad()
-    def search(self, model: Blip, text: str | None = None, image: ImageSource | None = None, top_k: int = 10,
-               rerank_k: int = 64) -> list[SearchHit]:
+    def search(
+        self,
+        model: Blip,
+        text: str | None = None,
+        image: ImageSource | None = None,
+        top_k: int = 10,
+        rerank_k: int = 64,
+    ) -> list[SearchHit]:
         """Images nearest to a text or an image by ITC; for a text, the ITC top rerank_k re-ranked by ITM.
 
         Re-ranking orders by ITM match logit + ITC cosine, as the reference's retrieval evaluation; each hit reports
@@ -578,8 +622,9 @@ class Index:
             hits = self._rerank(model, text, torch.from_numpy(query), hits[:rerank]) + hits[rerank:]
         return [self._hit(r + 1, p, itc, itm) for r, (p, itc, itm) in enumerate(hits[:top_k])]
 
-    def _rerank(self, model: Blip, text: str, query: torch.Tensor, hits: list[tuple[int, float, None]],
-                batch_size: int = 16) -> list[tuple[int, float, float]]:
+    def _rerank(
+        self, model: Blip, text: str, query: torch.Tensor, hits: list[tuple[int, float, None]], batch_size: int = 16
+    ) -> list[tuple[int, float, float]]:
         m = model.model
         ids, mask = model._texts([text], 35)
         scored = []
@@ -606,5 +651,10 @@ class Index:
 
 def as_record(hit: SearchHit) -> dict[str, Any]:
     """A hit as plain data (JSON)."""
-    return {"rank": hit.rank, "key": hit.key, "path": hit.path, "itc": round(hit.itc, 6),
-            "itm": None if hit.itm is None else round(hit.itm, 6)}
+    return {
+        "rank": hit.rank,
+        "key": hit.key,
+        "path": hit.path,
+        "itc": round(hit.itc, 6),
+        "itm": None if hit.itm is None else round(hit.itm, 6),
+    }

@@ -15,8 +15,15 @@ DEFAULT_EVERY = 30.0
 class Progress:
     """Counts work done; in a terminal a tqdm bar, otherwise one line every `every` seconds (BLIP_PROGRESS_EVERY)."""
 
-    def __init__(self, total: int, what: str, unit: str = "img", initial: int = 0, every: float | None = None,
-                 stream: TextIO | None = None):
+    def __init__(
+        self,
+        total: int,
+        what: str,
+        unit: str = "img",
+        initial: int = 0,
+        every: float | None = None,
+        stream: TextIO | None = None,
+    ):
         self.total, self.what, self.unit, self.n = total, what, unit, initial
         self.stream = stream or sys.stderr
         self.every = float(os.environ.get(EVERY_ENV, DEFAULT_EVERY)) if every is None else every
@@ -45,8 +52,11 @@ class Progress:
         elapsed = time.monotonic() - self.start
         rate = (self.n - self.done_at_start) / elapsed if elapsed > 0 else 0.0
         extra = "".join(f", {k} {v}" for k, v in postfix.items())
-        print(f"blip: {self.what}: {self.n}/{self.total} {self.unit} ({rate:.1f} {self.unit}/s, {elapsed:.0f} s"
-              f"{extra})", file=self.stream, flush=True)
+        print(
+            f"blip: {self.what}: {self.n}/{self.total} {self.unit} ({rate:.1f} {self.unit}/s, {elapsed:.0f} s{extra})",
+            file=self.stream,
+            flush=True,
+        )
 
     def close(self) -> None:
         """End the bar in a terminal; in a log, a last line if the job was long enough to have had lines."""

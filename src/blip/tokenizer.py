@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import torch
 from tokenizers import Tokenizer as HFTokenizer
@@ -37,7 +37,7 @@ class Tokenizer:
         tok.no_padding()
 
     @classmethod
-    def from_vocab(cls, vocab: Sequence[str] | Path | str, lowercase: bool = True) -> "Tokenizer":
+    def from_vocab(cls, vocab: Sequence[str] | Path | str, lowercase: bool = True) -> Tokenizer:
         """A BERT tokenizer from a vocab.txt path or a list of tokens (specials included)."""
         if isinstance(vocab, (str, Path)):
             tokens = Path(vocab).read_text(encoding="utf-8").splitlines()
@@ -53,7 +53,7 @@ class Tokenizer:
         return cls(tok)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> "Tokenizer":
+    def from_pretrained(cls, path: str | Path) -> Tokenizer:
         """Read tokenizer.json or vocab.txt from a file or a folder."""
         path = Path(path)
         candidates = [path] if path.is_file() else [path / "tokenizer.json", path / "vocab.txt"]
@@ -65,7 +65,7 @@ class Tokenizer:
         raise BlipError(f"{path}: no tokenizer.json or vocab.txt found")
 
     @classmethod
-    def from_texts(cls, texts: Iterable[str]) -> "Tokenizer":
+    def from_texts(cls, texts: Iterable[str]) -> Tokenizer:
         """A whole-word vocabulary of every word in `texts` (deterministic; for small closed worlds)."""
         probe = cls.from_vocab(list(SPECIALS))
         words: set[str] = set()

@@ -10,8 +10,25 @@ import sys
 from blip.errors import BlipError
 
 # Each module defines add_parser(subparsers) and sets `func` on its parser; the func returns an exit code.
-COMMANDS = ("caption", "ask", "match", "convert", "data", "pretrain", "finetune", "evaluate", "capfilt", "chain", "demo",
-            "nlvr", "index", "search", "gradcam", "serve", "env")
+COMMANDS = (
+    "caption",
+    "ask",
+    "match",
+    "convert",
+    "data",
+    "pretrain",
+    "finetune",
+    "evaluate",
+    "capfilt",
+    "chain",
+    "demo",
+    "nlvr",
+    "index",
+    "search",
+    "gradcam",
+    "serve",
+    "env",
+)
 
 
 def _has_default(action: argparse.Action) -> bool:

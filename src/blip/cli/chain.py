@@ -9,12 +9,20 @@ from blip.cli.common import load_recipe
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("chain", help="pretrain, CapFilt, pretrain again on the bootstrapped data, evaluate",
-                       description="Run the CapFilt chain of a YAML recipe (configs/chain_*.yaml). Every stage "
-                                   "is kept in the out folder: rerun the same command to resume a killed chain.")
+    p = sub.add_parser(
+        "chain",
+        help="pretrain, CapFilt, pretrain again on the bootstrapped data, evaluate",
+        description="Run the CapFilt chain of a YAML recipe (configs/chain_*.yaml). Every stage "
+        "is kept in the out folder: rerun the same command to resume a killed chain.",
+    )
     p.add_argument("--config", required=True, help="YAML chain recipe")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe entry, e.g. pretrain.train.max_steps=100 (YAML values)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe entry, e.g. pretrain.train.max_steps=100 (YAML values)",
+    )
     p.set_defaults(func=run)
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
@@ -38,15 +39,25 @@ def _bounded_int(text: str, low: int) -> int:
 
 def add_model_args(p: argparse.ArgumentParser, batch_size: int = 8, model_required: bool = True) -> None:
     """--model, --tokenizer, --device, --dtype, --compile, --batch-size, --image-size and --json."""
-    p.add_argument("--model", required=model_required, help="checkpoint: reference .pth, transformers folder or "
-                                                             "Hub id, or a folder written by `blip convert --to blip`")
+    p.add_argument(
+        "--model",
+        required=model_required,
+        help="checkpoint: reference .pth, transformers folder or "
+        "Hub id, or a folder written by `blip convert --to blip`",
+    )
     p.add_argument("--tokenizer", help="vocab.txt or tokenizer.json, when the checkpoint has none")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
-                   help="default: bfloat16 on cuda, float32 on cpu; `blip env` says whether bf16 pays on this CPU")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the vision encoder and the decoder step (pays only on long runs: compiling "
-                        "takes minutes)")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=["float32", "bfloat16"],
+        help="default: bfloat16 on cuda, float32 on cpu; `blip env` says whether bf16 pays on this CPU",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the vision encoder and the decoder step (pays only on long runs: compiling takes minutes)",
+    )
     p.add_argument("--image-size", type=positive_int, help="resample position embeddings to this input size")
     p.add_argument("--batch-size", type=positive_int, default=batch_size)
     p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
@@ -62,8 +73,9 @@ def open_model(args: argparse.Namespace, task: str | None = None):
         if not torch.cuda.is_available():
             raise BlipError("--device cuda given but no CUDA GPU is available")
     dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
-    model = blip.load(args.model, task=task, device=args.device, dtype=dtype, image_size=args.image_size,
-                      tokenizer=args.tokenizer)
+    model = blip.load(
+        args.model, task=task, device=args.device, dtype=dtype, image_size=args.image_size, tokenizer=args.tokenizer
+    )
     return model.compile() if getattr(args, "compile", False) else model
 
 
@@ -120,8 +132,13 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
     """--config, --resume and --set for the training commands."""
     p.add_argument("--config", required=True, help="YAML recipe (see configs/)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the out folder")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe entry, e.g. train.epochs=2 or data.0.path=x.json (YAML values)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe entry, e.g. train.epochs=2 or data.0.path=x.json (YAML values)",
+    )
 
 
 def load_recipe(path: str, sets: list[str]) -> dict:

@@ -8,13 +8,19 @@ from blip.cli.common import positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("convert", help="convert a checkpoint",
-                       description="Convert a reference .pth, transformers folder or project folder.")
+    p = sub.add_parser(
+        "convert",
+        help="convert a checkpoint",
+        description="Convert a reference .pth, transformers folder or project folder.",
+    )
     p.add_argument("source")
     p.add_argument("out", help="output folder")
     p.add_argument("--to", choices=["blip", "transformers"], default="blip")
-    p.add_argument("--task", choices=["caption", "retrieval", "vqa", "pretrain"],
-                   help="keep only this task's parts (required to export a pretraining checkpoint to transformers)")
+    p.add_argument(
+        "--task",
+        choices=["caption", "retrieval", "vqa", "pretrain"],
+        help="keep only this task's parts (required to export a pretraining checkpoint to transformers)",
+    )
     p.add_argument("--tokenizer", help="vocab.txt or tokenizer.json to bundle, when the checkpoint has none")
     p.add_argument("--image-size", type=positive_int, help="resample position embeddings to this input size")
     p.set_defaults(func=run)
@@ -23,8 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from blip.checkpoint import export_transformers, load_checkpoint, save_pretrained
 
-    model, tok, report = load_checkpoint(args.source, task=args.task, image_size=args.image_size,
-                                         tokenizer=args.tokenizer)
+    model, tok, report = load_checkpoint(
+        args.source, task=args.task, image_size=args.image_size, tokenizer=args.tokenizer
+    )
     if args.to == "blip":
         save_pretrained(model, tok, args.out)
         written = "blip"

@@ -9,15 +9,26 @@ if TYPE_CHECKING:
     from blip.tasks.ablation import AblationConfig
 
 # Options left out take AblationConfig's defaults: the miniature's settings live in one place.
-OPTIONS = {"out": str, "images": int, "web_fraction": float, "threshold": float, "noise": float, "seed": int,
-           "pretrain_steps": int, "finetune_steps": int}
+OPTIONS = {
+    "out": str,
+    "images": int,
+    "web_fraction": float,
+    "threshold": float,
+    "noise": float,
+    "seed": int,
+    "pretrain_steps": int,
+    "finetune_steps": int,
+}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the CapFilt ablation in miniature (synthetic world, CPU)",
-                       description="Pretrain on noisy web texts, bootstrap them with CapFilt, pretrain again on "
-                                   "each variant and print the paper's Table 1 in miniature. Resumes if rerun. "
-                                   "Every option defaults to the demo's settings (blip.tasks.ablation).")
+    p = sub.add_parser(
+        "demo",
+        help="run the CapFilt ablation in miniature (synthetic world, CPU)",
+        description="Pretrain on noisy web texts, bootstrap them with CapFilt, pretrain again on "
+        "each variant and print the paper's Table 1 in miniature. Resumes if rerun. "
+        "Every option defaults to the demo's settings (blip.tasks.ablation).",
+    )
     for name, kind in OPTIONS.items():
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
     p.set_defaults(func=run)

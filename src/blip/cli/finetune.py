@@ -17,8 +17,11 @@ TASKS = {
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("finetune", help="fine-tune for a downstream task",
-                       description="Fine-tune from a YAML recipe (configs/); one process or under torchrun.")
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune for a downstream task",
+        description="Fine-tune from a YAML recipe (configs/); one process or under torchrun.",
+    )
     p.add_argument("task", choices=sorted(TASKS))
     add_recipe_args(p)
     p.set_defaults(func=run)

@@ -9,9 +9,12 @@ from blip.errors import BlipError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("gradcam", help="ITM Grad-CAM heat map of a text on an image",
-                       description="Grad-CAM of the ITM match logit at one cross-attention layer (as BLIP's demo "
-                                   "and LAVIS): the mean map over the text's tokens, or one token's, on the image.")
+    p = sub.add_parser(
+        "gradcam",
+        help="ITM Grad-CAM heat map of a text on an image",
+        description="Grad-CAM of the ITM match logit at one cross-attention layer (as BLIP's demo "
+        "and LAVIS): the mean map over the text's tokens, or one token's, on the image.",
+    )
     p.add_argument("image", help="an image file")
     p.add_argument("--text", "-t", required=True, help="the text to ground")
     p.add_argument("--out", required=True, help="where to write the overlay (PNG or JPEG)")
@@ -34,7 +37,16 @@ def run(args: argparse.Namespace) -> int:
         overlay(image, heat).save(args.out)
     except (OSError, ValueError) as e:
         raise BlipError(f"{args.out}: cannot write the heat map ({e})") from None
-    emit({"image": args.image, "text": args.text, "itm": round(cam.itm, 6), "layer": cam.layer,
-          "tokens": cam.tokens, "out": args.out}, args.json,
-         f"{args.image}\t{args.text}\titm={cam.itm:.4f}\tlayer={cam.layer}\t-> {args.out}")
+    emit(
+        {
+            "image": args.image,
+            "text": args.text,
+            "itm": round(cam.itm, 6),
+            "layer": cam.layer,
+            "tokens": cam.tokens,
+            "out": args.out,
+        },
+        args.json,
+        f"{args.image}\t{args.text}\titm={cam.itm:.4f}\tlayer={cam.layer}\t-> {args.out}",
+    )
     return 0

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+
 from blip.cli.common import add_recipe_args, load_recipe
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pretrain", help="pretrain with ITC + ITM + LM from a recipe",
-                       description="Pretrain from a YAML recipe (configs/). Runs as one process, or under "
-                                   "`torchrun --nproc_per_node N -m blip pretrain ...` for DDP.")
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain with ITC + ITM + LM from a recipe",
+        description="Pretrain from a YAML recipe (configs/). Runs as one process, or under "
+        "`torchrun --nproc_per_node N -m blip pretrain ...` for DDP.",
+    )
     add_recipe_args(p)
     p.set_defaults(func=run)
 

@@ -9,17 +9,24 @@ from blip.errors import BlipError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("search", help="search an index by text or by image",
-                       description="Rank the images of an index against a text or an image. Each result shows itc, "
-                                   "the ITC cosine similarity (not a probability), and for text queries re-ranked by "
-                                   "the ITM head, itm, the ITM match probability; re-ranking orders by ITM logit + "
-                                   "ITC as the paper's retrieval evaluation does.")
+    p = sub.add_parser(
+        "search",
+        help="search an index by text or by image",
+        description="Rank the images of an index against a text or an image. Each result shows itc, "
+        "the ITC cosine similarity (not a probability), and for text queries re-ranked by "
+        "the ITM head, itm, the ITM match probability; re-ranking orders by ITM logit + "
+        "ITC as the paper's retrieval evaluation does.",
+    )
     p.add_argument("index", help="an index folder written by `blip index`")
     p.add_argument("text", nargs="?", help="the text to search for")
     p.add_argument("--image", help="search by this image instead of a text")
     p.add_argument("--top-k", type=int, default=10, help="results to show (default 10)")
-    p.add_argument("--rerank-k", type=int, default=64,
-                   help="re-rank the ITC top k by ITM (text queries, models with an ITM head); 0 turns it off")
+    p.add_argument(
+        "--rerank-k",
+        type=int,
+        default=64,
+        help="re-rank the ITC top k by ITM (text queries, models with an ITM head); 0 turns it off",
+    )
     add_model_args(p, batch_size=16, model_required=False)
     p.set_defaults(func=run)
 

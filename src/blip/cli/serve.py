@@ -10,10 +10,13 @@ from blip.errors import BlipError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="web page and HTTP API (caption, ask, match, Grad-CAM, search)",
-                       description="Serve a page and a JSON API on localhost: /api/caption, /api/ask, /api/match, "
-                                   "/api/gradcam, /api/search (images as a multipart field named 'image'), /health. "
-                                   "Each model is loaded once; requests queue for it.")
+    p = sub.add_parser(
+        "serve",
+        help="web page and HTTP API (caption, ask, match, Grad-CAM, search)",
+        description="Serve a page and a JSON API on localhost: /api/caption, /api/ask, /api/match, "
+        "/api/gradcam, /api/search (images as a multipart field named 'image'), /health. "
+        "Each model is loaded once; requests queue for it.",
+    )
     add_model_args(p)
     p.add_argument("--vqa-model", help="a VQA checkpoint for /api/ask (default: --model, if it is one)")
     p.add_argument("--match-model", help="an ITM/ITC checkpoint for match, Grad-CAM and search (default: --model)")
@@ -39,8 +42,9 @@ def run(args: argparse.Namespace) -> int:
         from blip import Index  # built only for search, so loaded only when asked for
 
         index = Index.open(args.index)
-    app = create_app(model, vqa_model=vqa, match_model=matcher, index=index,
-                     max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    app = create_app(
+        model, vqa_model=vqa, match_model=matcher, index=index, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024)
+    )
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"blip serve: listening on {args.host}, reachable from other machines", file=sys.stderr)
     print(f"blip serve: http://{args.host}:{args.port}/", file=sys.stderr, flush=True)

@@ -5,15 +5,26 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 
-from blip.data.readers import (iter_jsonl, load_json, read_karpathy_eval, read_karpathy_train, read_msrvtt,
-                               read_nlvr2, read_pretrain_json, read_table, read_video_qa, read_vqa,
-                               read_vqa_official)
+from blip.data.readers import (
+    iter_jsonl,
+    load_json,
+    read_karpathy_eval,
+    read_karpathy_train,
+    read_msrvtt,
+    read_nlvr2,
+    read_pretrain_json,
+    read_table,
+    read_video_qa,
+    read_vqa,
+    read_vqa_official,
+)
 from blip.data.robust import SKIPPABLE, DataError, Skip, SkipCounter
 from blip.data.video import load_frames
 from blip.data.webdata import WebDatasetPairs
@@ -34,7 +45,9 @@ class FileReport:
 
     def line(self) -> str:
         """One human-readable line."""
-        return f"{self.path} [{self.kind}]: {self.records} records, {self.media} files decoded; {self.counter.summary()}"
+        return (
+            f"{self.path} [{self.kind}]: {self.records} records, {self.media} files decoded; {self.counter.summary()}"
+        )
 
 
 def detect_kind(path: Path) -> str:
@@ -97,8 +110,11 @@ def _records_media(kind: str, path: Path, root: str, counter: SkipCounter) -> tu
     if kind == "empty":
         return 0, []
     if kind in ("pretrain", "karpathy_train", "table"):
-        reader: Callable[..., Any] = {"pretrain": read_pretrain_json, "karpathy_train": read_karpathy_train,
-                                      "table": read_table}[kind]
+        reader: Callable[..., Any] = {
+            "pretrain": read_pretrain_json,
+            "karpathy_train": read_karpathy_train,
+            "table": read_table,
+        }[kind]
         recs = reader(path, root, counter)
         return len(recs), [("image", r.image) for r in recs]
     if kind == "karpathy_eval":
@@ -153,8 +169,9 @@ def check_shards(urls: str | list[str], limit: int | None = None) -> FileReport:
     return report
 
 
-def check_path(path: str | os.PathLike, image_root: str | None = None, workers: int = 1,
-               limit: int | None = None) -> list[FileReport]:
+def check_path(
+    path: str | os.PathLike, image_root: str | None = None, workers: int = 1, limit: int | None = None
+) -> list[FileReport]:
     """Check a dataset: a synthetic-world folder (manifest.json), a folder of shards, a shard, or an annotation file."""
     p = Path(path)
     if not p.exists():
@@ -162,12 +179,17 @@ def check_path(path: str | os.PathLike, image_root: str | None = None, workers: 
     if p.is_dir():
         if (p / "manifest.json").exists():
             manifest = json.loads((p / "manifest.json").read_text(encoding="utf-8"))
-            names = [n for n in manifest.get("files", {}) if Path(n).suffix in ANNOTATION_SUFFIXES
-                     and n not in ("scenes.json", "video_scenes.json", "web_noise_labels.json", "vqa/answer_list.json")]
+            names = [
+                n
+                for n in manifest.get("files", {})
+                if Path(n).suffix in ANNOTATION_SUFFIXES
+                and n not in ("scenes.json", "video_scenes.json", "web_noise_labels.json", "vqa/answer_list.json")
+            ]
             root = image_root or str(p)
             video_root = str(p / manifest.get("video_root", ""))
-            return [check_annotation(p / n, video_root if n.startswith("msrvtt/") else root, workers, limit)
-                    for n in names]
+            return [
+                check_annotation(p / n, video_root if n.startswith("msrvtt/") else root, workers, limit) for n in names
+            ]
         shards = sorted(str(s) for s in p.glob("*.tar"))
         if shards:
             return [check_shards(shards, limit)]

@@ -6,7 +6,7 @@ Randomness (caption choice, flips, pair swaps) uses torch's RNG, which DataLoade
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torchvision.transforms.functional as TF
@@ -14,8 +14,18 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from blip.data.robust import SKIPPABLE, Skip, skip_from
-from blip.data.samples import (ImageSample, NLVR2Record, NLVR2Sample, PairRecord, PairSample, RetrievalSet,
-                               VideoRecord, VideoSample, VQARecord, VQASample)
+from blip.data.samples import (
+    ImageSample,
+    NLVR2Record,
+    NLVR2Sample,
+    PairRecord,
+    PairSample,
+    RetrievalSet,
+    VideoRecord,
+    VideoSample,
+    VQARecord,
+    VQASample,
+)
 from blip.data.text import pre_caption, pre_question, swap_left_right
 from blip.data.video import load_frames
 from blip.images import load_image
@@ -36,8 +46,14 @@ class PairDataset(Dataset):
     transform with flip=False then. The reference flips without touching the text (mirror=False).
     """
 
-    def __init__(self, records: Sequence[PairRecord], transform: Transform, max_words: int = 30,
-                 prompt: str = "", mirror: bool = False):
+    def __init__(
+        self,
+        records: Sequence[PairRecord],
+        transform: Transform,
+        max_words: int = 30,
+        prompt: str = "",
+        mirror: bool = False,
+    ):
         self.records, self.transform, self.max_words = records, transform, max_words
         self.prompt, self.mirror = prompt, mirror
 
@@ -108,8 +124,7 @@ class VQADataset(Dataset):
 class NLVR2Dataset(Dataset):
     """NLVR2 samples. In training, half the pairs are swapped with "left"/"right" exchanged, as the reference does."""
 
-    def __init__(self, records: Sequence[NLVR2Record], transform: Transform, max_words: int = 40,
-                 train: bool = False):
+    def __init__(self, records: Sequence[NLVR2Record], transform: Transform, max_words: int = 40, train: bool = False):
         self.records, self.transform, self.max_words, self.train = records, transform, max_words, train
 
     def __len__(self) -> int:
@@ -133,8 +148,7 @@ class NLVR2Dataset(Dataset):
 class VideoDataset(Dataset):
     """Videos as `num_frames` uniformly sampled frames, each through the (eval) transform."""
 
-    def __init__(self, records: Sequence[VideoRecord], transform: Transform, num_frames: int = 8,
-                 max_words: int = 40):
+    def __init__(self, records: Sequence[VideoRecord], transform: Transform, num_frames: int = 8, max_words: int = 40):
         self.records, self.transform = records, transform
         self.num_frames, self.max_words = num_frames, max_words
 

@@ -27,8 +27,9 @@ import json
 import os
 import re
 from collections import Counter, OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from blip.data.robust import DataError, SkipCounter
 from blip.data.samples import NLVR2Record, PairRecord, RetrievalSet, VideoRecord, VQARecord
@@ -125,8 +126,9 @@ def _texts(value: Any, where: str, counter: SkipCounter) -> tuple[str, ...]:
 
 
 # ------------------------------------------------------------------------------------------- image-text pairs
-def _captioned_images(path: str | os.PathLike, image_root: str | os.PathLike,
-                      c: SkipCounter) -> Iterator[tuple[str, tuple[str, ...], str]]:
+def _captioned_images(
+    path: str | os.PathLike, image_root: str | os.PathLike, c: SkipCounter
+) -> Iterator[tuple[str, tuple[str, ...], str]]:
     """(image path, usable captions, image_id) per entry with a usable image field; the rest are counted."""
     for i, entry in enumerate(_load_json_list(path)):
         where = f"{path}[{i}]"
@@ -135,18 +137,26 @@ def _captioned_images(path: str | os.PathLike, image_root: str | os.PathLike,
             yield _join(image_root, image), _texts(entry.get("caption"), where, c), str(entry.get("image_id", image))
 
 
-def read_pretrain_json(path: str | os.PathLike, image_root: str | os.PathLike = "",
-                       counter: SkipCounter | None = None) -> list[PairRecord]:
+def read_pretrain_json(
+    path: str | os.PathLike, image_root: str | os.PathLike = "", counter: SkipCounter | None = None
+) -> list[PairRecord]:
     """The pretraining JSON list; an entry's caption may be a list (one is drawn per visit)."""
-    return [PairRecord(image, texts, image_id)
-            for image, texts, image_id in _captioned_images(path, image_root, _counter(counter)) if texts]
+    return [
+        PairRecord(image, texts, image_id)
+        for image, texts, image_id in _captioned_images(path, image_root, _counter(counter))
+        if texts
+    ]
 
 
-def read_karpathy_train(path: str | os.PathLike, image_root: str | os.PathLike = "",
-                        counter: SkipCounter | None = None) -> list[PairRecord]:
+def read_karpathy_train(
+    path: str | os.PathLike, image_root: str | os.PathLike = "", counter: SkipCounter | None = None
+) -> list[PairRecord]:
     """A COCO or Flickr30k Karpathy train file: one record per caption, captions of an image share its image_id."""
-    return [PairRecord(image, (text,), image_id)
-            for image, texts, image_id in _captioned_images(path, image_root, _counter(counter)) for text in texts]
+    return [
+        PairRecord(image, (text,), image_id)
+        for image, texts, image_id in _captioned_images(path, image_root, _counter(counter))
+        for text in texts
+    ]
 
 
 def image_id_from_path(path: str) -> str:
@@ -156,8 +166,9 @@ def image_id_from_path(path: str) -> str:
     return str(int(match.group(1))) if match else stem
 
 
-def read_karpathy_eval(path: str | os.PathLike, image_root: str | os.PathLike = "",
-                       counter: SkipCounter | None = None) -> RetrievalSet:
+def read_karpathy_eval(
+    path: str | os.PathLike, image_root: str | os.PathLike = "", counter: SkipCounter | None = None
+) -> RetrievalSet:
     """A Karpathy val/test file as a retrieval set (texts in file order, each mapped to its image and back)."""
     c = _counter(counter)
     out = RetrievalSet(images=[], image_ids=[], texts=[], txt2img=[], img2txt=[])
@@ -178,8 +189,9 @@ def read_karpathy_eval(path: str | os.PathLike, image_root: str | os.PathLike = 
     return out
 
 
-def read_table(path: str | os.PathLike, image_root: str | os.PathLike = "",
-               counter: SkipCounter | None = None) -> list[PairRecord]:
+def read_table(
+    path: str | os.PathLike, image_root: str | os.PathLike = "", counter: SkipCounter | None = None
+) -> list[PairRecord]:
     """A CSV/TSV (with header) or JSONL file of image path and caption; column names as in IMAGE/TEXT_COLUMNS."""
     c = _counter(counter)
     suffix = Path(path).suffix.lower()
@@ -195,8 +207,11 @@ def read_table(path: str | os.PathLike, image_root: str | os.PathLike = "",
             image_key = next((k for k in IMAGE_COLUMNS if k in row), None)
             text_key = next((k for k in TEXT_COLUMNS if k in row), None)
             if image_key is None or text_key is None:
-                raise DataError("bad_json", f"{path}: needs an image column {IMAGE_COLUMNS} and a text column "
-                                            f"{TEXT_COLUMNS}, found {sorted(row)}")
+                raise DataError(
+                    "bad_json",
+                    f"{path}: needs an image column {IMAGE_COLUMNS} and a text column "
+                    f"{TEXT_COLUMNS}, found {sorted(row)}",
+                )
         image = _path_field(row, image_key, where, c)
         text = clean_text(row.get(text_key), where, c) if image is not None else None
         if image is not None and text is not None:
@@ -211,8 +226,9 @@ def answer_weights(answers: list[str]) -> tuple[tuple[str, ...], tuple[float, ..
     return tuple(counts), tuple(n / len(answers) for n in counts.values())
 
 
-def read_vqa(path: str | os.PathLike, image_root: str | os.PathLike = "",
-             counter: SkipCounter | None = None) -> list[VQARecord]:
+def read_vqa(
+    path: str | os.PathLike, image_root: str | os.PathLike = "", counter: SkipCounter | None = None
+) -> list[VQARecord]:
     """BLIP's VQA JSON (VQA v2 or VG QA entries; VG answers weigh 0.2; test entries have no answers)."""
     c = _counter(counter)
     records = []
@@ -234,8 +250,12 @@ def read_vqa(path: str | os.PathLike, image_root: str | os.PathLike = "",
     return records
 
 
-def read_vqa_official(questions_path: str | os.PathLike, annotations_path: str | os.PathLike | None = None,
-                      image_root: str | os.PathLike = "", counter: SkipCounter | None = None) -> list[VQARecord]:
+def read_vqa_official(
+    questions_path: str | os.PathLike,
+    annotations_path: str | os.PathLike | None = None,
+    image_root: str | os.PathLike = "",
+    counter: SkipCounter | None = None,
+) -> list[VQARecord]:
     """VQA v2 as downloaded (questions JSON, optional annotations JSON); images at SUBTYPE/COCO_SUBTYPE_<id:012>.jpg."""
     c = _counter(counter)
     qdata = load_json(questions_path)
@@ -250,7 +270,8 @@ def read_vqa_official(questions_path: str | os.PathLike, annotations_path: str |
         for ann in adata["annotations"]:
             if isinstance(ann, dict) and isinstance(ann.get("answers"), list):
                 answers_by_qid[ann.get("question_id")] = [
-                    a["answer"] for a in ann["answers"] if isinstance(a, dict) and isinstance(a.get("answer"), str)]
+                    a["answer"] for a in ann["answers"] if isinstance(a, dict) and isinstance(a.get("answer"), str)
+                ]
     records = []
     for i, q in enumerate(qdata["questions"]):
         where = f"{questions_path}[{i}]"
@@ -299,8 +320,9 @@ def _nlvr2_official_images(entry: dict[str, Any]) -> tuple[str, str]:
     return f"{folder}/{prefix}-img0.png", f"{folder}/{prefix}-img1.png"
 
 
-def read_nlvr2(path: str | os.PathLike, image_root: str | os.PathLike = "",
-               counter: SkipCounter | None = None) -> list[NLVR2Record]:
+def read_nlvr2(
+    path: str | os.PathLike, image_root: str | os.PathLike = "", counter: SkipCounter | None = None
+) -> list[NLVR2Record]:
     """NLVR2 statements over image pairs, from BLIP's JSON list or the official JSONL."""
     c = _counter(counter)
     official = Path(path).suffix.lower() == ".jsonl"
@@ -323,8 +345,9 @@ def read_nlvr2(path: str | os.PathLike, image_root: str | os.PathLike = "",
         if statement is None:
             continue
         pair_id = str(entry.get("identifier", f"{Path(path).stem}-{i}"))
-        records.append(NLVR2Record((_join(image_root, images[0]), _join(image_root, images[1])),
-                                   statement, label, pair_id))
+        records.append(
+            NLVR2Record((_join(image_root, images[0]), _join(image_root, images[1])), statement, label, pair_id)
+        )
     return records
 
 
@@ -334,11 +357,15 @@ def _video_path(video_root: str | os.PathLike, name: str) -> str:
     return _join(video_root, name if Path(name).suffix else f"{name}.mp4")
 
 
-def read_msrvtt(path: str | os.PathLike, video_root: str | os.PathLike = "", split: str | None = None,
-                counter: SkipCounter | None = None) -> list[VideoRecord]:
+def read_msrvtt(
+    path: str | os.PathLike,
+    video_root: str | os.PathLike = "",
+    split: str | None = None,
+    counter: SkipCounter | None = None,
+) -> list[VideoRecord]:
     """MSRVTT captions grouped by video, from BLIP's JSONL or the official videodatainfo JSON (optionally one split)."""
     c = _counter(counter)
-    captions: "OrderedDict[str, list[str]]" = OrderedDict()
+    captions: OrderedDict[str, list[str]] = OrderedDict()
     if Path(path).suffix.lower() == ".jsonl":
         for i, entry in enumerate(iter_jsonl(path, c)):
             name = _path_field(entry, "clip_name", f"{path}:{i + 1}", c)
@@ -362,8 +389,11 @@ def read_msrvtt(path: str | os.PathLike, video_root: str | os.PathLike = "", spl
             text = clean_text(s.get("caption"), f"{path}:sentences[{i}]", c)
             if text is not None:
                 captions.setdefault(name, []).append(text)
-    return [VideoRecord(_video_path(video_root, name), tuple(texts), Path(name).stem)
-            for name, texts in captions.items() if texts]
+    return [
+        VideoRecord(_video_path(video_root, name), tuple(texts), Path(name).stem)
+        for name, texts in captions.items()
+        if texts
+    ]
 
 
 # ------------------------------------------------------------------------------------------ MSRVTT-QA, MSVD-QA
@@ -381,8 +411,9 @@ def _qa_video_path(video_root: str | os.PathLike, name: str | int) -> str:
     return _video_path(video_root, name)
 
 
-def read_video_qa(path: str | os.PathLike, video_root: str | os.PathLike = "",
-                  counter: SkipCounter | None = None) -> list[VQARecord]:
+def read_video_qa(
+    path: str | os.PathLike, video_root: str | os.PathLike = "", counter: SkipCounter | None = None
+) -> list[VQARecord]:
     """MSRVTT-QA / MSVD-QA questions (JSON list or JSONL) as VQA records whose `image` is the video's path."""
     c = _counter(counter)
     entries = list(iter_jsonl(path, c)) if Path(path).suffix.lower() == ".jsonl" else _load_json_list(path)

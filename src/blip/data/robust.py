@@ -11,8 +11,9 @@ import dataclasses
 import logging
 import sys
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import torch
 
@@ -84,7 +85,7 @@ class SkipCounter:
         """Record `n` samples used."""
         self.used += n
 
-    def merge(self, other: "SkipCounter") -> None:
+    def merge(self, other: SkipCounter) -> None:
         """Add another counter's counts into this one."""
         self.used += other.used
         for reason, n in other.skipped.items():
@@ -146,8 +147,14 @@ class CountingLoader:
     one bad sample must never stop a long job, but a wrong image root (everything missing) should.
     """
 
-    def __init__(self, loader: Iterable[dict[str, Any]], counter: SkipCounter | None = None,
-                 max_skip_fraction: float = 0.5, min_samples: int = 200, report: bool = True):
+    def __init__(
+        self,
+        loader: Iterable[dict[str, Any]],
+        counter: SkipCounter | None = None,
+        max_skip_fraction: float = 0.5,
+        min_samples: int = 200,
+        report: bool = True,
+    ):
         self.loader = loader
         self.counter = counter if counter is not None else SkipCounter()
         self.max_skip_fraction = max_skip_fraction

@@ -8,12 +8,11 @@ of image references. Texts in samples are cleaned (`pre_caption` / `pre_question
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 import torch
 
 # A path (str, relative paths already joined with the image root) or the encoded bytes of an image.
-ImageRef = Union[str, bytes]
+ImageRef = str | bytes
 
 
 # ----------------------------------------------------------------------------------------------------- records

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torchvision.transforms.functional as TF
@@ -14,8 +14,18 @@ MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
 
 # BLIP's op list (the reference's RandomAugment restricted to these ten ops).
-BLIP_OPS = ("Identity", "AutoContrast", "Equalize", "Brightness", "Sharpness",
-            "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
+BLIP_OPS = (
+    "Identity",
+    "AutoContrast",
+    "Equalize",
+    "Brightness",
+    "Sharpness",
+    "ShearX",
+    "ShearY",
+    "TranslateX",
+    "TranslateY",
+    "Rotate",
+)
 MAX_LEVEL = 10.0
 FILL = (128, 128, 128)  # grey fill for pixels uncovered by geometric ops, as in the reference
 TRANSLATE_PIXELS = 10.0  # the reference's translate_const: at most 10 px whatever the image size
@@ -58,13 +68,28 @@ class RandomAugment:
             # torchvision takes shear as an angle; the reference's factor s is tan(angle).
             angle = float(torch.rad2deg(torch.atan(torch.tensor(_signed(0.3 * level)))))
             shear = [angle, 0.0] if op == "ShearX" else [0.0, angle]
-            return TF.affine(img, angle=0.0, translate=[0, 0], scale=1.0, shear=shear,
-                             interpolation=bilinear, fill=list(FILL), center=[0, 0])
+            return TF.affine(
+                img,
+                angle=0.0,
+                translate=[0, 0],
+                scale=1.0,
+                shear=shear,
+                interpolation=bilinear,
+                fill=list(FILL),
+                center=[0, 0],
+            )
         if op in ("TranslateX", "TranslateY"):
             shift = int(round(_signed(TRANSLATE_PIXELS * level)))
             translate = [shift, 0] if op == "TranslateX" else [0, shift]
-            return TF.affine(img, angle=0.0, translate=translate, scale=1.0, shear=[0.0, 0.0],
-                             interpolation=bilinear, fill=list(FILL))
+            return TF.affine(
+                img,
+                angle=0.0,
+                translate=translate,
+                scale=1.0,
+                shear=[0.0, 0.0],
+                interpolation=bilinear,
+                fill=list(FILL),
+            )
         return TF.rotate(img, _signed(30.0 * level), interpolation=bilinear, fill=list(FILL))
 
     def __call__(self, img: Image.Image) -> Image.Image:
@@ -83,8 +108,9 @@ def normalize() -> transforms.Normalize:
     return transforms.Normalize(MEAN, STD)
 
 
-def train_transform(size: int = 224, min_scale: float = 0.5, flip: bool = True,
-                    randaug: bool = True) -> Callable[[Image.Image], torch.Tensor]:
+def train_transform(
+    size: int = 224, min_scale: float = 0.5, flip: bool = True, randaug: bool = True
+) -> Callable[[Image.Image], torch.Tensor]:
     """Training transform: bicubic RandomResizedCrop (min_scale 0.2 pretraining, 0.5 fine-tuning), flip, RandAugment."""
     steps: list[Callable] = [
         transforms.RandomResizedCrop(size, scale=(min_scale, 1.0), interpolation=InterpolationMode.BICUBIC)
@@ -99,11 +125,13 @@ def train_transform(size: int = 224, min_scale: float = 0.5, flip: bool = True,
 
 def eval_transform(size: int = 384) -> Callable[[Image.Image], torch.Tensor]:
     """Evaluation transform: bicubic resize to a square (aspect ratio not kept, as in the reference), normalise."""
-    return transforms.Compose([
-        transforms.Resize((size, size), interpolation=InterpolationMode.BICUBIC),
-        transforms.ToTensor(),
-        normalize(),
-    ])
+    return transforms.Compose(
+        [
+            transforms.Resize((size, size), interpolation=InterpolationMode.BICUBIC),
+            transforms.ToTensor(),
+            normalize(),
+        ]
+    )
 
 
 def pretrain_transform(size: int = 224) -> Callable[[Image.Image], torch.Tensor]:

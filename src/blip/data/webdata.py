@@ -1,4 +1,4 @@
-"""Image-text pairs streamed from webdataset tar shards in the img2dataset layout (KEY.jpg|png|webp + KEY.txt + KEY.json).
+"""Image-text pairs streamed from webdataset tar shards, img2dataset layout (KEY.jpg|png|webp + KEY.txt + KEY.json).
 
 Pipeline (as open_clip's): shard list -> shuffle seeded by epoch -> split by node (torch.distributed rank when
 initialised) -> split by DataLoader worker -> tar to samples with a warn-and-continue handler -> shuffle buffer ->
@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Callable, Iterator, Sequence
 from glob import glob
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -68,8 +69,9 @@ def truncated_tar(url: str) -> str | None:
     return None
 
 
-def decode_sample(sample: dict[str, Any], transform: Callable[[Image.Image], torch.Tensor],
-                  max_words: int) -> PairSample | Skip:
+def decode_sample(
+    sample: dict[str, Any], transform: Callable[[Image.Image], torch.Tensor], max_words: int
+) -> PairSample | Skip:
     """A PairSample from one raw tar sample (dict of extension -> bytes), or Skip."""
     key = sample.get("__key__", "?")
     where = f"{sample.get('__url__', '?')}:{key}"
@@ -104,8 +106,15 @@ class WebDatasetPairs(IterableDataset):
     shards, so every rank sees the same number of batches (what open_clip's `with_epoch` is for).
     """
 
-    def __init__(self, urls: str | Sequence[str], transform: Callable[[Image.Image], torch.Tensor],
-                 max_words: int = 30, shuffle_buffer: int = 1000, seed: int = 0, epoch_samples: int | None = None):
+    def __init__(
+        self,
+        urls: str | Sequence[str],
+        transform: Callable[[Image.Image], torch.Tensor],
+        max_words: int = 30,
+        shuffle_buffer: int = 1000,
+        seed: int = 0,
+        epoch_samples: int | None = None,
+    ):
         self.shards = expand_shards(urls)
         if not self.shards:
             raise DataError("missing", f"no tar shards found for {urls!r}")

@@ -151,4 +151,3 @@ def read_vqa_results(path: str | os.PathLike[str]) -> dict[int, str]:
             raise BlipError(f"{path}: question_id {qid!r} appears more than once")
         answers[qid] = record["answer"]
     return answers
-

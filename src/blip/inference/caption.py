@@ -18,6 +18,7 @@ import torch
 
 from blip.api import Blip, Caption
 from blip.data.robust import SkipCounter
+from blip.distributed import rank
 from blip.errors import BlipError
 from blip.inference.engine import (
     Batch,
@@ -32,7 +33,6 @@ from blip.inference.engine import (
     wait_for_ranks,
 )
 from blip.inference.outputs import sidecar_path, table_format, write_sidecar, write_table
-from blip.distributed import rank
 
 
 @dataclass
@@ -64,21 +64,24 @@ class CaptionJob:
 
     def validate(self) -> None:
         """Refuse impossible settings with one line each (before any model is loaded)."""
-        checks = [(self.batch_size >= 1, "--batch-size must be at least 1"),
-                  (self.beams >= 1, "--beams must be at least 1"),
-                  (self.max_length >= 1, "--max-length must be at least 1"),
-                  (self.min_length >= 0, "--min-length must not be negative"),
-                  (self.min_length <= self.max_length, "--min-length must not exceed --max-length"),
-                  (self.num_captions >= 1, "--num-captions must be at least 1"),
-                  (self.sample or self.num_captions == 1,
-                   "--num-captions above 1 needs --sample (beam search gives one caption per image)"),
-                  (0.0 < self.top_p <= 1.0, "--top-p must be in (0, 1]"),
-                  (self.top_k >= 0, "--top-k must be 0 (off) or more"),
-                  (self.workers >= 0, "--workers must be 0 or more"),
-                  (self.unit_size >= 1, "--unit-size must be at least 1"),
-                  (self.repetition_penalty is None or self.repetition_penalty > 0,
-                   "--repetition-penalty must be positive"),
-                  (not self.skip_existing or self.sidecar is not None, "--skip-existing needs --sidecar")]
+        checks = [
+            (self.batch_size >= 1, "--batch-size must be at least 1"),
+            (self.beams >= 1, "--beams must be at least 1"),
+            (self.max_length >= 1, "--max-length must be at least 1"),
+            (self.min_length >= 0, "--min-length must not be negative"),
+            (self.min_length <= self.max_length, "--min-length must not exceed --max-length"),
+            (self.num_captions >= 1, "--num-captions must be at least 1"),
+            (
+                self.sample or self.num_captions == 1,
+                "--num-captions above 1 needs --sample (beam search gives one caption per image)",
+            ),
+            (0.0 < self.top_p <= 1.0, "--top-p must be in (0, 1]"),
+            (self.top_k >= 0, "--top-k must be 0 (off) or more"),
+            (self.workers >= 0, "--workers must be 0 or more"),
+            (self.unit_size >= 1, "--unit-size must be at least 1"),
+            (self.repetition_penalty is None or self.repetition_penalty > 0, "--repetition-penalty must be positive"),
+            (not self.skip_existing or self.sidecar is not None, "--skip-existing needs --sidecar"),
+        ]
         for ok, message in checks:
             if not ok:
                 raise BlipError(message)
@@ -106,30 +109,45 @@ class Captioner:
 
     def _caption(self, pixels: list[torch.Tensor], keys: list[str]) -> list[list[Caption]]:
         job = self.job
-        kw: dict[str, Any] = {"prompt": job.prompt, "max_length": job.max_length, "min_length": job.min_length,
-                              "repetition_penalty": job.repetition_penalty}
+        kw: dict[str, Any] = {
+            "prompt": job.prompt,
+            "max_length": job.max_length,
+            "min_length": job.min_length,
+            "repetition_penalty": job.repetition_penalty,
+        }
         if not job.sample:
             caps = self.model.caption(pixels, strategy="beam", num_beams=job.beams, batch_size=len(pixels), **kw)
             return [[c] for c in caps]
         out = []
         for pix, key in zip(pixels, keys):
             generator = torch.Generator(device=self.model.device).manual_seed(_image_seed(job.seed, key))
-            out.append(self.model.caption([pix], strategy="nucleus", top_p=job.top_p, top_k=job.top_k,
-                                          num_captions=job.num_captions, generator=generator, **kw))
+            out.append(
+                self.model.caption(
+                    [pix],
+                    strategy="nucleus",
+                    top_p=job.top_p,
+                    top_k=job.top_k,
+                    num_captions=job.num_captions,
+                    generator=generator,
+                    **kw,
+                )
+            )
         return out
 
     def records(self, batch: Batch) -> list[tuple[int, dict[str, Any]]]:
         """(position, record) for each image of the batch, and (position, skip note) for each bad one."""
-        rows: list[tuple[int, dict[str, Any]]] = [(p, {"image": k, "skipped": reason})
-                                                  for p, k, reason, _ in batch.skipped]
+        rows: list[tuple[int, dict[str, Any]]] = [
+            (p, {"image": k, "skipped": reason}) for p, k, reason, _ in batch.skipped
+        ]
         if batch.pixels is None:
             return rows
         own = batch.pixels[0] if self.filt is not None else batch.pixels
         per_image = self._caption(list(own), batch.keys)
         if self.filt is not None:
             filt_pixels = [px for px, caps in zip(batch.pixels[1], per_image) for _ in caps]
-            scores = self.filt.match(filt_pixels, [c.text for caps in per_image for c in caps],
-                                     batch_size=max(16, len(filt_pixels)))
+            scores = self.filt.match(
+                filt_pixels, [c.text for caps in per_image for c in caps], batch_size=max(16, len(filt_pixels))
+            )
             it = iter(scores)
             for caps in per_image:
                 for c in caps:
@@ -145,8 +163,12 @@ class Captioner:
                 best = max(caps, key=lambda c: c.itm)
             else:
                 best = max(caps, key=lambda c: c.mean_logprob)
-        record: dict[str, Any] = {"image": key, "caption": best.text, "logprob": round(best.logprob, 4),
-                                  "mean_logprob": round(best.mean_logprob, 4)}
+        record: dict[str, Any] = {
+            "image": key,
+            "caption": best.text,
+            "logprob": round(best.logprob, 4),
+            "mean_logprob": round(best.mean_logprob, 4),
+        }
         if best.itm is not None:
             record["itm"] = round(best.itm, 4)
         if len(caps) > 1:
@@ -179,8 +201,9 @@ def _drop_existing(units: list[Unit], job: CaptionJob) -> tuple[list[Unit], int]
     return kept_units, existing
 
 
-def run_caption(job: CaptionJob, model: Blip, filt: Blip | None = None,
-                emit: Callable[[dict[str, Any]], None] | None = None) -> CaptionResult:
+def run_caption(
+    job: CaptionJob, model: Blip, filt: Blip | None = None, emit: Callable[[dict[str, Any]], None] | None = None
+) -> CaptionResult:
     """Caption every source image; records go to job.out (resumable), sidecars and/or `emit` (one call each)."""
     job.validate()
     captioner = Captioner(job, model, filt)
@@ -194,8 +217,11 @@ def run_caption(job: CaptionJob, model: Blip, filt: Blip | None = None,
             units, existing = _drop_existing(units, job)
     store = None
     if job.out is not None:
-        settings = {k: v for k, v in asdict(job).items()
-                    if k not in ("out", "workers", "batch_size", "progress_every", "skip_existing")}
+        settings = {
+            k: v
+            for k, v in asdict(job).items()
+            if k not in ("out", "workers", "batch_size", "progress_every", "skip_existing")
+        }
         store = UnitStore(f"{job.out}.parts", fingerprint={"units": [u.name for u in units], **settings})
     todo = [u for u in my_units(units) if store is None or not store.done(u.name)]
     known = sum(u.size or 0 for u in todo)
@@ -214,8 +240,9 @@ def run_caption(job: CaptionJob, model: Blip, filt: Blip | None = None,
     wait_for_ranks()
     if store is None:  # nothing stored: this run's own counts
         skipped = counter.skipped + live
-        return CaptionResult(progress.done - sum(live.values()), dict(skipped), existing,
-                             progress.done + counter.total_skipped)
+        return CaptionResult(
+            progress.done - sum(live.values()), dict(skipped), existing, progress.done + counter.total_skipped
+        )
     if rank() != 0:
         return CaptionResult(0, {}, existing, 0)
     # Counts over every unit, this run's and earlier runs', from the stored skip notes.
@@ -233,8 +260,13 @@ def _usable(store: UnitStore, units: list[Unit]) -> Iterator[list[dict[str, Any]
             yield [r for r in store.read(unit.name) if "skipped" not in r]
 
 
-def _finish_unit(unit: str, records: list[dict[str, Any]], job: CaptionJob, store: UnitStore | None,
-                 emit: Callable[[dict[str, Any]], None] | None) -> None:
+def _finish_unit(
+    unit: str,
+    records: list[dict[str, Any]],
+    job: CaptionJob,
+    store: UnitStore | None,
+    emit: Callable[[dict[str, Any]], None] | None,
+) -> None:
     """A complete unit: sidecars first, then the unit file (its existence marks the unit done), then printing."""
     good = [r for r in records if "skipped" not in r]
     if job.sidecar is not None:
@@ -245,5 +277,3 @@ def _finish_unit(unit: str, records: list[dict[str, Any]], job: CaptionJob, stor
     if emit is not None:
         for r in good:
             emit(r)
-
-

@@ -36,9 +36,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from blip.data.readers import IMAGE_COLUMNS, iter_jsonl, load_json
 from blip.data.robust import SkipCounter
 from blip.data.webdata import _webdataset, truncated_tar
+from blip.distributed import is_distributed, rank, world_size
 from blip.errors import BlipError, ImageError
 from blip.images import MAX_PIXELS, load_image
-from blip.distributed import is_distributed, rank, world_size
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 SHARD_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -97,8 +97,13 @@ class Batch:
 # ---------------------------------------------------------------------------------------------------- sources
 def is_shard_source(source: str) -> bool:
     """A tar shard, a brace pattern or a URL (webdataset reads it), as opposed to a local image or list file."""
-    return (source.endswith(".tar") or "{" in source or "://" in source or source.startswith("pipe:")
-            or (any(c in source for c in "*?[") and ".tar" in source))
+    return (
+        source.endswith(".tar")
+        or "{" in source
+        or "://" in source
+        or source.startswith("pipe:")
+        or (any(c in source for c in "*?[") and ".tar" in source)
+    )
 
 
 def _shards(source: str) -> list[str]:
@@ -171,8 +176,11 @@ def _tar_members(shard: str, counter: SkipCounter) -> list[Entry]:
                 stem, _, ext = os.path.basename(member.name).partition(".")
                 if member.isfile() and ext.lower() in SHARD_IMAGE_EXTENSIONS:
                     key = os.path.join(os.path.dirname(member.name), stem)
-                    entries.append(Entry(f"{source}#{key}", source, {"mtime": float(member.mtime)},
-                                         member.offset_data, member.size))
+                    entries.append(
+                        Entry(
+                            f"{source}#{key}", source, {"mtime": float(member.mtime)}, member.offset_data, member.size
+                        )
+                    )
     except (tarfile.TarError, OSError) as e:
         problem = problem or f"unreadable tar ({e})"
     if problem:  # the members wholly before the cut are kept
@@ -185,8 +193,13 @@ def _tar_members(shard: str, counter: SkipCounter) -> list[Entry]:
     return entries
 
 
-def plan_units(sources: Sequence[str], unit_size: int = 1000, image_root: str | None = None,
-               counter: SkipCounter | None = None, members: bool = False) -> list[Unit]:
+def plan_units(
+    sources: Sequence[str],
+    unit_size: int = 1000,
+    image_root: str | None = None,
+    counter: SkipCounter | None = None,
+    members: bool = False,
+) -> list[Unit]:
     """Units of every source, in the order given: shards one unit each, listed images in chunks of unit_size.
 
     Folders are searched recursively for image files (sorted); list files name images relative to their own
@@ -202,7 +215,7 @@ def plan_units(sources: Sequence[str], unit_size: int = 1000, image_root: str | 
 
     def flush(index: int) -> None:
         for start in range(0, len(loose), unit_size):
-            units.append(Unit(f"{index:03d}-images-{start // unit_size:06d}", entries=loose[start:start + unit_size]))
+            units.append(Unit(f"{index:03d}-images-{start // unit_size:06d}", entries=loose[start : start + unit_size]))
         loose.clear()
 
     for index, source in enumerate(sources):
@@ -222,8 +235,13 @@ def plan_units(sources: Sequence[str], unit_size: int = 1000, image_root: str | 
                 raise BlipError(f"{source}: no tar shards found")
             if members and "://" not in source and not source.startswith("pipe:"):
                 entries = [e for s in shards for e in _tar_members(s, counter)]
-                units += [Unit(f"{index:03d}-{_stem(source)}-{start // unit_size:06d}",
-                               entries=entries[start:start + unit_size]) for start in range(0, len(entries), unit_size)]
+                units += [
+                    Unit(
+                        f"{index:03d}-{_stem(source)}-{start // unit_size:06d}",
+                        entries=entries[start : start + unit_size],
+                    )
+                    for start in range(0, len(entries), unit_size)
+                ]
             else:
                 units += [Unit(f"{index:03d}-shard-{_stem(s)}", shard=s) for s in shards]
         elif path.suffix.lower() in TABLE_SUFFIXES | {".txt"}:
@@ -232,11 +250,15 @@ def plan_units(sources: Sequence[str], unit_size: int = 1000, image_root: str | 
                 raise BlipError(f"{source}: no such list file")
             entries = _list_entries(path, image_root, counter)
             if members:
-                entries = [m for e in entries for m in
-                           (_tar_members(e.path, counter) if e.path.endswith(".tar") else [e])]
+                entries = [
+                    m for e in entries for m in (_tar_members(e.path, counter) if e.path.endswith(".tar") else [e])
+                ]
             for start in range(0, len(entries), unit_size):
-                units.append(Unit(f"{index:03d}-{path.stem}-{start // unit_size:06d}",
-                                  entries=entries[start:start + unit_size]))
+                units.append(
+                    Unit(
+                        f"{index:03d}-{path.stem}-{start // unit_size:06d}", entries=entries[start : start + unit_size]
+                    )
+                )
         else:
             loose.append(Entry(source, source))
     flush(len(sources))
@@ -274,8 +296,15 @@ def wait_for_ranks() -> None:
 class _UnitStream(IterableDataset):
     """Batches of units, cut so that a worker's share (task t goes to worker t mod workers) is fixed."""
 
-    def __init__(self, units: Sequence[Unit], transforms: Sequence[Callable[[Any], torch.Tensor]], batch_size: int,
-                 max_pixels: int, keep_bytes: bool, digest: bool = False):
+    def __init__(
+        self,
+        units: Sequence[Unit],
+        transforms: Sequence[Callable[[Any], torch.Tensor]],
+        batch_size: int,
+        max_pixels: int,
+        keep_bytes: bool,
+        digest: bool = False,
+    ):
         self.units, self.transforms, self.batch_size = list(units), list(transforms), batch_size
         self.max_pixels, self.keep_bytes, self.digest = max_pixels, keep_bytes, digest
         # Tasks: every batch of a list unit is one task; a shard is one task (read in order by one worker).
@@ -302,8 +331,15 @@ class _UnitStream(IterableDataset):
         pixels = tuple(t(pil) for t in self.transforms)
         return pixels[0] if len(pixels) == 1 else pixels
 
-    def _make(self, unit: Unit, part: int, parts: int | None, rows: list[tuple[int, str, dict, Any]],
-              skipped: list[tuple[int, str, str, str]], last: bool) -> Batch:
+    def _make(
+        self,
+        unit: Unit,
+        part: int,
+        parts: int | None,
+        rows: list[tuple[int, str, dict, Any]],
+        skipped: list[tuple[int, str, str, str]],
+        last: bool,
+    ) -> Batch:
         pixels = None
         if rows:
             first = rows[0][3]
@@ -311,15 +347,24 @@ class _UnitStream(IterableDataset):
                 pixels = tuple(torch.stack([r[3][i] for r in rows]) for i in range(len(first)))
             else:
                 pixels = torch.stack([r[3] for r in rows])
-        return Batch(unit.name, part, parts, [r[1] for r in rows], [r[2] for r in rows], [r[0] for r in rows],
-                     pixels, skipped, last)
+        return Batch(
+            unit.name,
+            part,
+            parts,
+            [r[1] for r in rows],
+            [r[2] for r in rows],
+            [r[0] for r in rows],
+            pixels,
+            skipped,
+            last,
+        )
 
     def _list_batch(self, unit: Unit, part: int) -> Batch:
         assert unit.entries is not None
         parts = max(1, -(-len(unit.entries) // self.batch_size))
         rows, skipped = [], []
         start = part * self.batch_size
-        for pos, entry in enumerate(unit.entries[start:start + self.batch_size], start):
+        for pos, entry in enumerate(unit.entries[start : start + self.batch_size], start):
             try:
                 if self.digest or entry.offset >= 0:
                     data = _read_entry(entry)
@@ -407,9 +452,16 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # decode workers share the CPU with the model
 
 
-def stream_batches(units: Sequence[Unit], transform: Callable[[Any], torch.Tensor] | Sequence[Callable],
-                   batch_size: int = 8, workers: int = 0, prefetch: int = 2, max_pixels: int = MAX_PIXELS,
-                   keep_bytes: bool = False, digest: bool = False) -> Iterator[Batch]:
+def stream_batches(
+    units: Sequence[Unit],
+    transform: Callable[[Any], torch.Tensor] | Sequence[Callable],
+    batch_size: int = 8,
+    workers: int = 0,
+    prefetch: int = 2,
+    max_pixels: int = MAX_PIXELS,
+    keep_bytes: bool = False,
+    digest: bool = False,
+) -> Iterator[Batch]:
     """Decode and transform the units' images in `workers` DataLoader processes (0: in this one), in batches.
 
     `transform` maps an RGB PIL image to a tensor (a list of transforms gives a tuple of tensors per image);
@@ -426,8 +478,14 @@ def stream_batches(units: Sequence[Unit], transform: Callable[[Any], torch.Tenso
     if not dataset.tasks:
         return iter(())
     workers = min(workers, len(dataset.tasks))
-    loader = DataLoader(dataset, batch_size=None, num_workers=workers, worker_init_fn=_worker_init if workers else None,
-                        prefetch_factor=prefetch if workers else None, persistent_workers=False)
+    loader = DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        worker_init_fn=_worker_init if workers else None,
+        prefetch_factor=prefetch if workers else None,
+        persistent_workers=False,
+    )
     return iter(loader)
 
 
@@ -473,10 +531,15 @@ class UnitStore:
         if marker.exists():
             old = json.loads(marker.read_text())
             if old.get("digest") != digest:
-                changed = sorted(k for k in set(old.get("job", {})) | set(fingerprint)
-                                 if old.get("job", {}).get(k) != json.loads(json.dumps(fingerprint, default=str)).get(k))
-                raise BlipError(f"{self.folder} holds the results of a different job (changed: {', '.join(changed)}); "
-                                "delete it or write elsewhere")
+                changed = sorted(
+                    k
+                    for k in set(old.get("job", {})) | set(fingerprint)
+                    if old.get("job", {}).get(k) != json.loads(json.dumps(fingerprint, default=str)).get(k)
+                )
+                raise BlipError(
+                    f"{self.folder} holds the results of a different job (changed: {', '.join(changed)}); "
+                    "delete it or write elsewhere"
+                )
         elif rank() == 0:
             write_atomic(marker, json.dumps({"digest": digest, "job": fingerprint}, default=str, indent=1))
 
@@ -558,11 +621,27 @@ def report_skips(skipped: dict[str, int], total: int, what: str = "inputs", fail
         return 0
     total = max(total, n)
     summary = ", ".join(f"{k} {v}" for k, v in sorted(skipped.items()))
-    verdict = ": nothing was usable, check the paths" if n == total else (
-        ": most of the input is unusable, check the paths" if n > total / 2 else "")
+    verdict = (
+        ": nothing was usable, check the paths"
+        if n == total
+        else (": most of the input is unusable, check the paths" if n > total / 2 else "")
+    )
     print(f"blip: {n} of {total} {what} skipped ({summary}){verdict}", file=sys.stderr)
     return 2 if n == total else 1 if (fail_on_any or n > total / 2) else 0
 
 
-__all__ = ["Batch", "Entry", "Progress", "Unit", "UnitStore", "UnitTracker", "join_ranks", "my_units",
-           "plan_units", "report_skips", "stream_batches", "wait_for_ranks", "write_atomic"]
+__all__ = [
+    "Batch",
+    "Entry",
+    "Progress",
+    "Unit",
+    "UnitStore",
+    "UnitTracker",
+    "join_ranks",
+    "my_units",
+    "plan_units",
+    "report_skips",
+    "stream_batches",
+    "wait_for_ranks",
+    "write_atomic",
+]

@@ -13,8 +13,7 @@ from typing import Any
 from blip.errors import BlipError
 from blip.inference.engine import write_atomic
 
-FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv",
-           ".parquet": "parquet"}
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 
 
 def table_format(path: str | os.PathLike) -> str:

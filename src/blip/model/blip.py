@@ -22,8 +22,9 @@ class BlipModel(nn.Module):
         width, hidden = cfg.vision.width, cfg.text.hidden
         self.visual_encoder = VisionEncoder(cfg.vision)
         if "text_encoder" in cfg.parts:
-            self.text_encoder = TextTransformer(cfg.text, encoder_width=width, twin=cfg.nlvr,
-                                                merge_from=cfg.nlvr_merge_from)
+            self.text_encoder = TextTransformer(
+                cfg.text, encoder_width=width, twin=cfg.nlvr, merge_from=cfg.nlvr_merge_from
+            )
         if "text_decoder" in cfg.parts:
             # The VQA answer decoder reads the question encoder's states, which are text-wide (reference BLIP_VQA).
             reads = hidden if cfg.decoder_input == "question" else width
@@ -69,12 +70,19 @@ class BlipModel(nn.Module):
         ids[:, 0] = self.cfg.text.enc_id
         return self.text_encoder(ids, attention_mask, image_embeds)
 
-    def itm_logits(self, image_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def itm_logits(
+        self, image_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
         """ITM logits (B, 2), index 1 = match; text rows may be R per image row."""
         return self.itm_head(self.encode_grounded(input_ids, attention_mask, image_embeds)[:, 0])
 
-    def nlvr_logits(self, image_embeds0: torch.Tensor, image_embeds1: torch.Tensor, input_ids: torch.Tensor,
-                    attention_mask: torch.Tensor) -> torch.Tensor:
+    def nlvr_logits(
+        self,
+        image_embeds0: torch.Tensor,
+        image_embeds1: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+    ) -> torch.Tensor:
         """NLVR2 logits (B, 2), index 1 = the statement is true of the image pair."""
         ids = input_ids.clone()
         ids[:, 0] = self.cfg.text.enc_id

@@ -97,11 +97,11 @@ class BlipConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "BlipConfig":
+    def from_dict(cls, d: dict[str, Any]) -> BlipConfig:
         """Inverse of to_dict; unknown keys are an error so typos do not pass silently."""
         return cls(**d)
 
-    def replace(self, **overrides: Any) -> "BlipConfig":
+    def replace(self, **overrides: Any) -> BlipConfig:
         """A copy with top-level fields or dotted `vision.x` / `text.x` fields overridden."""
         d = self.to_dict()
         for key, value in overrides.items():
@@ -133,5 +133,6 @@ def for_task(cfg: BlipConfig, task: str) -> BlipConfig:
     """cfg restricted to a task's parts (caption, retrieval, vqa, nlvr2, pretrain)."""
     if task not in TASK_PARTS:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(TASK_PARTS)}")
-    return cfg.replace(parts=list(TASK_PARTS[task]), decoder_input="question" if task == "vqa" else "image",
-                       nlvr=task == "nlvr2")
+    return cfg.replace(
+        parts=list(TASK_PARTS[task]), decoder_input="question" if task == "vqa" else "image", nlvr=task == "nlvr2"
+    )

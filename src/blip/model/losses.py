@@ -6,8 +6,13 @@ import torch
 import torch.nn.functional as F
 
 
-def lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor, label_smoothing: float = 0.1,
-            ignore_prefix: int = 1) -> torch.Tensor:
+def lm_loss(
+    logits: torch.Tensor,
+    input_ids: torch.Tensor,
+    mask: torch.Tensor,
+    label_smoothing: float = 0.1,
+    ignore_prefix: int = 1,
+) -> torch.Tensor:
     """Per-sequence summed next-token cross-entropy (B,) as the reference's reduction='none'.
 
     Position t predicts token t+1; padding and the first `ignore_prefix` tokens (the [DEC] start, or a prompt)
@@ -16,6 +21,11 @@ def lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor, l
     targets = input_ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
     if ignore_prefix > 1:
         targets[:, : ignore_prefix - 1] = -100
-    loss = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), targets, ignore_index=-100,
-                           label_smoothing=label_smoothing, reduction="none")
+    loss = F.cross_entropy(
+        logits[:, :-1].transpose(1, 2).float(),
+        targets,
+        ignore_index=-100,
+        label_smoothing=label_smoothing,
+        reduction="none",
+    )
     return loss.sum(dim=1)

@@ -152,8 +152,10 @@ class TwinCrossAttention(nn.Module):
 
     def kv(self, sources: tuple[torch.Tensor, torch.Tensor]) -> tuple[LayerKV, LayerKV]:
         """Keys and values of both images' tokens, each through its own branch."""
-        return tuple((_heads(p.key(src), self.heads), _heads(p.value(src), self.heads))
-                     for p, src in zip((self.self0, self.self1), sources))  # type: ignore[return-value]
+        return tuple(
+            (_heads(p.key(src), self.heads), _heads(p.value(src), self.heads))
+            for p, src in zip((self.self0, self.self1), sources)
+        )  # type: ignore[return-value]
 
     def cross(self, x: torch.Tensor, kv: tuple[LayerKV, LayerKV], mask: torch.Tensor | None) -> torch.Tensor:
         """Attend to each image with its branch, then average or merge, then dropout, residual, LayerNorm."""
@@ -161,8 +163,9 @@ class TwinCrossAttention(nn.Module):
         dropout = self.attention_dropout if self.training else 0.0
         outs = []
         for proj, dense, (k, v) in zip((self.self0, self.self1), (self.output.dense0, self.output.dense1), kv):
-            ctx = F.scaled_dot_product_attention(_heads(proj.query(x), self.heads), k, v, attn_mask=mask,
-                                                 dropout_p=dropout)
+            ctx = F.scaled_dot_product_attention(
+                _heads(proj.query(x), self.heads), k, v, attn_mask=mask, dropout_p=dropout
+            )
             outs.append(dense(ctx.transpose(1, 2).reshape(b, t, d)))
         merged = self.output.merge_layer(torch.cat(outs, dim=-1)) if self.merge else (outs[0] + outs[1]) / 2
         return self.output.LayerNorm(x + self.output.dropout(merged))
@@ -175,7 +178,9 @@ class Layer(nn.Module):
         super().__init__()
         self.attention = Attention(cfg, cfg.hidden)
         if encoder_width is not None:
-            self.crossattention = TwinCrossAttention(cfg, encoder_width, merge) if twin else Attention(cfg, encoder_width)
+            self.crossattention = (
+                TwinCrossAttention(cfg, encoder_width, merge) if twin else Attention(cfg, encoder_width)
+            )
         self.intermediate = nn.Module()
         self.intermediate.dense = nn.Linear(cfg.hidden, cfg.intermediate)
         self.output = AddNorm(cfg.intermediate, cfg.hidden, cfg.layer_norm_eps, cfg.dropout)
@@ -223,8 +228,9 @@ class TextTransformer(nn.Module):
         self.encoder = nn.Module()
         # NLVR2 (twin): layers from `merge_from` on merge the two branches by concatenation, lower ones average them
         # (the reference: from layer 6, whatever the depth).
-        self.encoder.layer = nn.ModuleList(Layer(cfg, encoder_width, twin, merge=twin and i >= merge_from)
-                                           for i in range(cfg.layers))
+        self.encoder.layer = nn.ModuleList(
+            Layer(cfg, encoder_width, twin, merge=twin and i >= merge_from) for i in range(cfg.layers)
+        )
 
     def cross_kv(self, image_embeds: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> list[LayerKV]:
         """Cross-attention keys/values of the image tokens for every layer: computed once, reused by every step."""

@@ -52,8 +52,13 @@ class HTTPProblem(Exception):
         self.status = status
 
 
-def create_app(model: Blip | None, vqa_model: Blip | None = None, match_model: Blip | None = None,
-               index: Any = None, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
+def create_app(
+    model: Blip | None,
+    vqa_model: Blip | None = None,
+    match_model: Blip | None = None,
+    index: Any = None,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+) -> FastAPI:
     """The FastAPI app; `match_model` (ITM/ITC, Grad-CAM, search) defaults to `model`, `vqa_model` too."""
     match_model = match_model or model
     vqa_model = vqa_model or model
@@ -75,8 +80,9 @@ def create_app(model: Blip | None, vqa_model: Blip | None = None, match_model: B
         # Refused before the body is read when the client declares its size; read_image checks the rest.
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > max_upload_bytes + 64 * 1024:
-            return JSONResponse({"error": f"upload of {int(length)} bytes exceeds the limit of {max_upload_bytes}"},
-                                status_code=413)
+            return JSONResponse(
+                {"error": f"upload of {int(length)} bytes exceeds the limit of {max_upload_bytes}"}, status_code=413
+            )
         return await call_next(request)
 
     def run(fn: Callable[[], Any]) -> Any:
@@ -104,19 +110,28 @@ def create_app(model: Blip | None, vqa_model: Blip | None = None, match_model: B
     @app.get("/health")
     def health() -> dict[str, Any]:
         """What is loaded, hence which endpoints work."""
-        return {"status": "ok",
-                "caption": model is not None and model.model.has("text_decoder")
-                and model.cfg.decoder_input == "image",
-                "ask": vqa_model is not None and vqa_model.cfg.decoder_input == "question",
-                "match": match_model is not None and match_model.model.has("itm"),
-                "itc": match_model is not None and match_model.model.has("itc"),
-                "search": index is not None, "index_size": None if index is None else len(index)}
+        return {
+            "status": "ok",
+            "caption": model is not None and model.model.has("text_decoder") and model.cfg.decoder_input == "image",
+            "ask": vqa_model is not None and vqa_model.cfg.decoder_input == "question",
+            "match": match_model is not None and match_model.model.has("itm"),
+            "itc": match_model is not None and match_model.model.has("itc"),
+            "search": index is not None,
+            "index_size": None if index is None else len(index),
+        }
 
     @app.post("/api/caption")
-    def caption(image: Upload, strategy: FormStr = "beam", num_beams: FormInt = 3,
-                max_length: FormInt = 20, min_length: FormInt = 5, top_p: FormFloat = 0.9,
-                num_captions: FormInt = 1, prompt: FormStr = "a picture of ",
-                seed: MaybeInt = None) -> dict[str, Any]:
+    def caption(
+        image: Upload,
+        strategy: FormStr = "beam",
+        num_beams: FormInt = 3,
+        max_length: FormInt = 20,
+        min_length: FormInt = 5,
+        top_p: FormFloat = 0.9,
+        num_captions: FormInt = 1,
+        prompt: FormStr = "a picture of ",
+        seed: MaybeInt = None,
+    ) -> dict[str, Any]:
         """Captions of the image with their log-probabilities (and ITM probability when the model has a head)."""
         if strategy not in ("beam", "nucleus"):
             raise HTTPProblem(400, f"strategy must be beam or nucleus, not {strategy!r}")
@@ -127,27 +142,42 @@ def create_app(model: Blip | None, vqa_model: Blip | None = None, match_model: B
 
         def work():
             gen = torch.Generator().manual_seed(seed) if seed is not None else None
-            return m.caption([im], prompt=prompt, strategy=strategy, num_beams=num_beams, max_length=max_length,
-                             min_length=min_length, top_p=top_p, num_captions=num_captions, generator=gen)
+            return m.caption(
+                [im],
+                prompt=prompt,
+                strategy=strategy,
+                num_beams=num_beams,
+                max_length=max_length,
+                min_length=min_length,
+                top_p=top_p,
+                num_captions=num_captions,
+                generator=gen,
+            )
 
         return {"captions": [vars(c) for c in run(work)]}
 
     @app.post("/api/ask")
-    def ask(image: Upload, question: FormStr, answers: MaybeStr = None,
-            num_beams: FormInt = 3, max_length: FormInt = 10, k_test: FormInt = 128) -> dict[str, Any]:
+    def ask(
+        image: Upload,
+        question: FormStr,
+        answers: MaybeStr = None,
+        num_beams: FormInt = 3,
+        max_length: FormInt = 10,
+        k_test: FormInt = 128,
+    ) -> dict[str, Any]:
         """The answer to a question: generated, or ranked from `answers` (one per line) when given."""
         m = need(vqa_model, "text_decoder", "question answering")
         if m.cfg.decoder_input != "question":
             raise HTTPProblem(400, "question answering is not available: start blip serve with --vqa-model")
         choices = None if answers is None else [a.strip() for a in answers.splitlines() if a.strip()] or None
         im = read_image(image)
-        (a,) = run(lambda: m.ask([im], [question], answers=choices, num_beams=num_beams, max_length=max_length,
-                                 k_test=k_test))
+        (a,) = run(
+            lambda: m.ask([im], [question], answers=choices, num_beams=num_beams, max_length=max_length, k_test=k_test)
+        )
         return {"question": question, "answer": a.text, "logprob": a.logprob, "ranked": choices is not None}
 
     @app.post("/api/match")
-    def match(image: Upload, text: FormStrs, heatmaps: FormBool = True,
-              layer: MaybeInt = None) -> dict[str, Any]:
+    def match(image: Upload, text: FormStrs, heatmaps: FormBool = True, layer: MaybeInt = None) -> dict[str, Any]:
         """ITM match probability and ITC cosine of the image with each text, with each text's Grad-CAM map."""
         texts = [t for t in text if t.strip()]
         if not texts:
@@ -178,8 +208,9 @@ def create_app(model: Blip | None, vqa_model: Blip | None = None, match_model: B
         return {"text": text, **_cam_json(cam, im, per_token_overlays=True)}
 
     @app.post("/api/search")
-    def search(text: MaybeStr = None, image: MaybeUpload = None, top_k: FormInt = 10,
-               rerank_k: FormInt = 64) -> dict[str, Any]:
+    def search(
+        text: MaybeStr = None, image: MaybeUpload = None, top_k: FormInt = 10, rerank_k: FormInt = 64
+    ) -> dict[str, Any]:
         """The index's images nearest a text or an image (ITC, then ITM re-ranking), with thumbnails."""
         if index is None:
             raise HTTPProblem(404, "search is not available: start blip serve with --index")
@@ -191,16 +222,23 @@ def create_app(model: Blip | None, vqa_model: Blip | None = None, match_model: B
         query = read_image(image) if image is not None else None
 
         def work():
-            hits = index.search(m, text=text if query is None else None, image=query, top_k=top_k,
-                                rerank_k=rerank_k)
+            hits = index.search(m, text=text if query is None else None, image=query, top_k=top_k, rerank_k=rerank_k)
             return [(h, index.image(h)) for h in hits]
 
         out = []
         for hit, im in run(work):
             thumb = im.copy()
             thumb.thumbnail((THUMBNAIL, THUMBNAIL))
-            out.append({"rank": hit.rank, "key": hit.key, "path": hit.path, "itc": hit.itc, "itm": hit.itm,
-                        "thumbnail": _data_url(thumb, "JPEG")})
+            out.append(
+                {
+                    "rank": hit.rank,
+                    "key": hit.key,
+                    "path": hit.path,
+                    "itc": hit.itc,
+                    "itm": hit.itm,
+                    "thumbnail": _data_url(thumb, "JPEG"),
+                }
+            )
         return {"hits": out}
 
     return app
@@ -210,12 +248,19 @@ def _cam_json(cam: GradCam, image: Image.Image, per_token_overlays: bool) -> dic
     """A GradCam as JSON: its grids as nested lists, and the mean map (and each token's) overlaid as JPEG data."""
     image = image.copy()
     image.thumbnail((OVERLAY, OVERLAY))  # a phone photo's full size would only make the answer slow and large
-    out: dict[str, Any] = {"itm": cam.itm, "layer": cam.layer, "tokens": cam.tokens, "enc": cam.enc.tolist(),
-                           "mean": cam.mean.tolist(), "per_token": cam.per_token.tolist(),
-                           "overlay": _data_url(overlay(image, cam.heatmap(image.size)), "JPEG")}
+    out: dict[str, Any] = {
+        "itm": cam.itm,
+        "layer": cam.layer,
+        "tokens": cam.tokens,
+        "enc": cam.enc.tolist(),
+        "mean": cam.mean.tolist(),
+        "per_token": cam.per_token.tolist(),
+        "overlay": _data_url(overlay(image, cam.heatmap(image.size)), "JPEG"),
+    }
     if per_token_overlays:
-        out["token_overlays"] = [_data_url(overlay(image, cam.heatmap(image.size, i)), "JPEG")
-                                 for i in range(len(cam.tokens))]
+        out["token_overlays"] = [
+            _data_url(overlay(image, cam.heatmap(image.size, i)), "JPEG") for i in range(len(cam.tokens))
+        ]
     return out
 
 

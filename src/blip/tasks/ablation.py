@@ -49,8 +49,11 @@ class AblationConfig:
 def _model(cfg: AblationConfig) -> dict[str, Any]:
     # The tiny preset with 8x8 patches (64 tokens per 64 px image), 2 + 2 layers: 1.4-1.6x the step time of 16x16
     # patches for 5 points of zero-shot text R@1 (BENCHMARKS.md), and still fast enough to pretrain four times here.
-    return cfg.model or {"preset": "tiny", "image_size": 64,
-                         "overrides": {"vision.patch_size": 8, "vision.depth": 2, "text.layers": 2}}
+    return cfg.model or {
+        "preset": "tiny",
+        "image_size": 64,
+        "overrides": {"vision.patch_size": 8, "vision.depth": 2, "text.layers": 2},
+    }
 
 
 # Crops, RandAugment and blind flips make the synthetic world's position and count words false (mirror flips and
@@ -59,9 +62,18 @@ WHOLE_IMAGE = {"crop_scale_min": 1.0, "randaug": False, "mirror": True}
 
 
 def _train(cfg: AblationConfig, steps: int, lr: float) -> dict[str, Any]:
-    return {"epochs": 1000, "max_steps": steps, "batch_size": cfg.batch_size, "lr": lr,
-            "warmup_steps": max(1, steps // 10), "checkpoint_every": max(1, steps // 2), "num_workers": 0,
-            "seed": cfg.seed, "progress": False, "log_every": 5}
+    return {
+        "epochs": 1000,
+        "max_steps": steps,
+        "batch_size": cfg.batch_size,
+        "lr": lr,
+        "warmup_steps": max(1, steps // 10),
+        "checkpoint_every": max(1, steps // 2),
+        "num_workers": 0,
+        "seed": cfg.seed,
+        "progress": False,
+        "log_every": 5,
+    }
 
 
 def _finetune_train(cfg: AblationConfig) -> dict[str, Any]:
@@ -70,40 +82,61 @@ def _finetune_train(cfg: AblationConfig) -> dict[str, Any]:
     epochs = min(FINETUNE_EPOCHS, cfg.finetune_steps)
     train = _train(cfg, cfg.finetune_steps, 2e-4)
     del train["max_steps"]
-    return {**train, "epochs": epochs, "steps_per_epoch": max(1, cfg.finetune_steps // epochs),
-            "schedule": "cosine", "min_lr": 0.0}
+    return {
+        **train,
+        "epochs": epochs,
+        "steps_per_epoch": max(1, cfg.finetune_steps // epochs),
+        "schedule": "cosine",
+        "min_lr": 0.0,
+    }
 
 
-def chain_recipe(cfg: AblationConfig, synth: Path, out: Path,
-                 test_file: str = "coco_karpathy_test.json") -> dict[str, Any]:
+def chain_recipe(
+    cfg: AblationConfig, synth: Path, out: Path, test_file: str = "coco_karpathy_test.json"
+) -> dict[str, Any]:
     """The chain recipe (tasks/chain.py) of the miniature; configs/chain_tiny_synth.yaml is the same for data/synth
     (evaluated on its test split)."""
     human = [{"reader": "karpathy", "path": str(synth / "coco_karpathy_train.json"), "image_root": str(synth)}]
-    finetune = {**WHOLE_IMAGE, "queue_size": 48, "momentum": 0.95, "data": human,
-                "train": _finetune_train(cfg)}
+    finetune = {**WHOLE_IMAGE, "queue_size": 48, "momentum": 0.95, "data": human, "train": _finetune_train(cfg)}
     test = str(synth / test_file)
     return {
         "out": str(out),
-        "pretrain": {"model": _model(cfg), "tokenizer": str(synth / "tokenizer"), "queue_size": 48, "momentum": 0.95,
-                     "alpha": 0.4, "alpha_ramp_epochs": 2, **WHOLE_IMAGE,
-                     "data": [{"reader": "pretrain_json", "path": str(synth / "pretrain.json"),
-                               "image_root": str(synth)}],
-                     "train": _train(cfg, cfg.pretrain_steps, 1e-3)},
+        "pretrain": {
+            "model": _model(cfg),
+            "tokenizer": str(synth / "tokenizer"),
+            "queue_size": 48,
+            "momentum": 0.95,
+            "alpha": 0.4,
+            "alpha_ramp_epochs": 2,
+            **WHOLE_IMAGE,
+            "data": [{"reader": "pretrain_json", "path": str(synth / "pretrain.json"), "image_root": str(synth)}],
+            "train": _train(cfg, cfg.pretrain_steps, 1e-3),
+        },
         "captioner": finetune,
         "filter": finetune,
-        "capfilt": {"web": [str(synth / "web.json")], "image_root": str(synth),
-                    "human": [str(synth / "coco_karpathy_train.json")], "seed": cfg.seed, "progress": False,
-                    "max_length": 20, "threshold": cfg.threshold},
-        "evaluate": [{"task": "retrieval", "data": test, "image_root": str(synth), "k_test": cfg.k_test},
-                     {"task": "caption", "data": test, "image_root": str(synth), "finetune": finetune,
-                      "meteor": False}],
+        "capfilt": {
+            "web": [str(synth / "web.json")],
+            "image_root": str(synth),
+            "human": [str(synth / "coco_karpathy_train.json")],
+            "seed": cfg.seed,
+            "progress": False,
+            "max_length": 20,
+            "threshold": cfg.threshold,
+        },
+        "evaluate": [
+            {"task": "retrieval", "data": test, "image_root": str(synth), "k_test": cfg.k_test},
+            {"task": "caption", "data": test, "image_root": str(synth), "finetune": finetune, "meteor": False},
+        ],
     }
 
 
 def _variant_data(synth: Path, provenance: list[dict[str, Any]], out: Path) -> dict[str, Path]:
     """The pretraining lists of the four rows of Table 1, from one CapFilt pass's provenance."""
-    human = [{"image": h["image"], "caption": c} for h in json.loads((synth / "coco_karpathy_train.json").read_text())
-             for c in (h["caption"] if isinstance(h["caption"], list) else [h["caption"]])]
+    human = [
+        {"image": h["image"], "caption": c}
+        for h in json.loads((synth / "coco_karpathy_train.json").read_text())
+        for c in (h["caption"] if isinstance(h["caption"], list) else [h["caption"]])
+    ]
     pick = {
         "filter only": lambda r: r["source"] == "web" and r["kept"],
         "captioner only": lambda r: True,
@@ -111,8 +144,11 @@ def _variant_data(synth: Path, provenance: list[dict[str, Any]], out: Path) -> d
     }
     paths = {"no bootstrapping": synth / "pretrain.json"}
     for name, keep in pick.items():
-        pairs = human + [{"image": str(Path(r["path"]).relative_to(synth)), "caption": r["text"]}
-                         for r in provenance if "source" in r and keep(r) and r["text"]]
+        pairs = human + [
+            {"image": str(Path(r["path"]).relative_to(synth)), "caption": r["text"]}
+            for r in provenance
+            if "source" in r and keep(r) and r["text"]
+        ]
         paths[name] = out / f"{name.replace(' + ', '_').replace(' ', '_')}.json"
         paths[name].write_text(json.dumps(pairs))
     return paths
@@ -133,9 +169,14 @@ def filter_quality(provenance: list[dict[str, Any]], labels: list[dict[str, Any]
         counts = by_kind.setdefault(lab["kind"] + (f"/{lab['attribute']}" if lab.get("attribute") else ""), [0, 0])
         counts[0] += i in dropped
         counts[1] += 1
-    return {"precision": 100.0 * hit / max(1, len(dropped)), "recall": 100.0 * hit / max(1, len(noisy)),
-            "dropped": len(dropped), "noisy": len(noisy), "web": len(web),
-            "dropped_by_kind": {k: {"dropped": d, "of": n} for k, (d, n) in sorted(by_kind.items())}}
+    return {
+        "precision": 100.0 * hit / max(1, len(dropped)),
+        "recall": 100.0 * hit / max(1, len(noisy)),
+        "dropped": len(dropped),
+        "noisy": len(noisy),
+        "web": len(web),
+        "dropped_by_kind": {k: {"dropped": d, "of": n} for k, (d, n) in sorted(by_kind.items())},
+    }
 
 
 def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
@@ -144,8 +185,9 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     synth = out / "synth"
     if not (synth / "manifest.json").exists():
-        generate(synth, num_images=cfg.images, seed=cfg.seed, noise=cfg.noise, web_fraction=cfg.web_fraction,
-                 num_videos=0)
+        generate(
+            synth, num_images=cfg.images, seed=cfg.seed, noise=cfg.noise, web_fraction=cfg.web_fraction, num_videos=0
+        )
     timings = {}
 
     def step(name: str, start: float) -> None:
@@ -156,8 +198,15 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     # variance of image R@1, which at 150 queries alone is +-4 points.
     heldout = synth / "coco_karpathy_heldout.json"
     if not heldout.exists():
-        heldout.write_text(json.dumps([e for split in ("val", "test")
-                                       for e in json.loads((synth / f"coco_karpathy_{split}.json").read_text())]))
+        heldout.write_text(
+            json.dumps(
+                [
+                    e
+                    for split in ("val", "test")
+                    for e in json.loads((synth / f"coco_karpathy_{split}.json").read_text())
+                ]
+            )
+        )
     recipe = chain_recipe(cfg, synth, out, heldout.name)
     s = time.perf_counter()
     models = {"no bootstrapping": pretrain_stage(recipe["pretrain"], out / "pretrain_noisy")}
@@ -180,12 +229,22 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     rows = {}
     for name in VARIANTS:
         m = evaluate_stage(recipe["evaluate"], models[name], models[name].parent)
-        rows[name] = {"txt_r1": m["retrieval/txt_r1"], "img_r1": m["retrieval/img_r1"],
-                      "bleu4": m["caption/Bleu_4"], "cider": m["caption/CIDEr"]}
+        rows[name] = {
+            "txt_r1": m["retrieval/txt_r1"],
+            "img_r1": m["retrieval/img_r1"],
+            "bleu4": m["caption/Bleu_4"],
+            "cider": m["caption/CIDEr"],
+        }
     step("evaluate", s)
     labels = json.loads((synth / "web_noise_labels.json").read_text())
-    result = {"rows": rows, "filter": filter_quality(provenance, labels), "capfilt": summary,
-              "timings_s": timings, "total_s": round(time.perf_counter() - t0, 1), "config": asdict(cfg)}
+    result = {
+        "rows": rows,
+        "filter": filter_quality(provenance, labels),
+        "capfilt": summary,
+        "timings_s": timings,
+        "total_s": round(time.perf_counter() - t0, 1),
+        "config": asdict(cfg),
+    }
     (out / "results.json").write_text(json.dumps(result, indent=2))
     from blip.tasks.report import print_table, write_report
 

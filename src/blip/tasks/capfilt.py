@@ -30,6 +30,7 @@ from blip.api import Blip
 from blip.data.readers import read_pretrain_json, read_table
 from blip.data.robust import SkipCounter
 from blip.data.text import pre_caption
+from blip.distributed import rank
 from blip.errors import BlipError
 from blip.inference.engine import (
     Batch,
@@ -44,7 +45,6 @@ from blip.inference.engine import (
     wait_for_ranks,
     write_atomic,
 )
-from blip.distributed import rank
 
 
 @dataclass
@@ -90,7 +90,7 @@ def _units(cfg: CapFiltConfig, counter: SkipCounter) -> Iterator[Unit]:
         records = reader(source, image_root=_root(cfg, source), counter=counter)
         entries = [Entry(str(r.image), str(r.image), {"text": r.texts[0]}) for r in records]
         for start in range(0, len(entries), cfg.unit_size):
-            yield Unit(f"{path.stem}-{start // cfg.unit_size:06d}", entries=entries[start:start + cfg.unit_size])
+            yield Unit(f"{path.stem}-{start // cfg.unit_size:06d}", entries=entries[start : start + cfg.unit_size])
 
 
 def _web_text(meta: dict[str, Any]) -> str | None:
@@ -116,8 +116,9 @@ class _Bootstrapper:
     def rows(self, batch: Batch, unit: Unit) -> list[tuple[int, list[dict[str, Any]]]]:
         """(position, provenance records) of every sample of the batch: each text with its ITM score and verdict."""
         cfg = self.cfg
-        out: list[tuple[int, list[dict[str, Any]]]] = [(p, [{"image": k, "skipped": r}])
-                                                       for p, k, r, _ in batch.skipped]
+        out: list[tuple[int, list[dict[str, Any]]]] = [
+            (p, [{"image": k, "skipped": r}]) for p, k, r, _ in batch.skipped
+        ]
         items = []
         for i, (key, meta) in enumerate(zip(batch.keys, batch.meta)):
             text = _web_text(meta)
@@ -131,16 +132,24 @@ class _Bootstrapper:
         cap_px = batch.pixels if self.shared else batch.pixels[0]
         filt_px = cap_px if self.shared else batch.pixels[1]
         generator = torch.Generator(device=self.captioner.device).manual_seed(
-            cfg.seed * 1_000_003 + _stable(f"{batch.unit}/{batch.part}"))
-        captions = self.captioner.caption([cap_px[i] for i, *_ in items], prompt=cfg.prompt, strategy="nucleus",
-                                          top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty,
-                                          max_length=cfg.max_length, min_length=cfg.min_length,
-                                          num_captions=cfg.captions_per_image, batch_size=len(items),
-                                          generator=generator)
+            cfg.seed * 1_000_003 + _stable(f"{batch.unit}/{batch.part}")
+        )
+        captions = self.captioner.caption(
+            [cap_px[i] for i, *_ in items],
+            prompt=cfg.prompt,
+            strategy="nucleus",
+            top_p=cfg.top_p,
+            repetition_penalty=cfg.repetition_penalty,
+            max_length=cfg.max_length,
+            min_length=cfg.min_length,
+            num_captions=cfg.captions_per_image,
+            batch_size=len(items),
+            generator=generator,
+        )
         k = cfg.captions_per_image
         texts, sources, owners = [], [], []
         for n, (_, _, _, text) in enumerate(items):
-            for t, source in [(text, "web")] + [(c.text, "synthetic") for c in captions[n * k:(n + 1) * k]]:
+            for t, source in [(text, "web")] + [(c.text, "synthetic") for c in captions[n * k : (n + 1) * k]]:
                 texts.append(pre_caption(t, cfg.max_words))
                 sources.append(source)
                 owners.append(n)
@@ -148,8 +157,13 @@ class _Bootstrapper:
         per_item: list[list[dict[str, Any]]] = [[] for _ in items]
         for text, source, owner, score in zip(texts, sources, owners, scores):
             _, key, meta, _ = items[owner]
-            record = {"image": key, "text": text, "source": source, "itm": round(score["itm"], 6),
-                      "kept": bool(text) and score["itm"] >= cfg.threshold}
+            record = {
+                "image": key,
+                "text": text,
+                "source": source,
+                "itm": round(score["itm"], 6),
+                "kept": bool(text) and score["itm"] >= cfg.threshold,
+            }
             if unit.entries is not None:
                 record["path"] = key
             per_item[owner].append(record)
@@ -206,8 +220,9 @@ def run_capfilt(cfg: CapFiltConfig, captioner: Blip, filt: Blip) -> dict[str, An
     todo = [u for u in my_units(units) if not store.done(u.name)]
     by_name = {u.name: u for u in todo}
     boot = _Bootstrapper(cfg, captioner, filt)
-    progress = Progress(sum(u.size or 0 for u in todo) if all(u.size is not None for u in todo) else None,
-                        enabled=cfg.progress)
+    progress = Progress(
+        sum(u.size or 0 for u in todo) if all(u.size is not None for u in todo) else None, enabled=cfg.progress
+    )
     tracker = UnitTracker()
     start = time.perf_counter()
     for batch in stream_batches(todo, boot.transforms, cfg.batch_size, cfg.workers, keep_bytes=True):
@@ -222,8 +237,9 @@ def run_capfilt(cfg: CapFiltConfig, captioner: Blip, filt: Blip) -> dict[str, An
     return _merge(cfg, [u.name for u in units], counter, progress.done, time.perf_counter() - start)
 
 
-def _merge(cfg: CapFiltConfig, unit_names: list[str], counter: SkipCounter, images: int,
-           seconds: float) -> dict[str, Any]:
+def _merge(
+    cfg: CapFiltConfig, unit_names: list[str], counter: SkipCounter, images: int, seconds: float
+) -> dict[str, Any]:
     """Join the units in order into provenance.jsonl, bootstrapped.json and webdataset shards; summarise."""
     out = Path(cfg.out)
     provenance = []
@@ -232,8 +248,11 @@ def _merge(cfg: CapFiltConfig, unit_names: list[str], counter: SkipCounter, imag
     human = []
     for source in cfg.human:
         reader = read_pretrain_json if source.endswith(".json") else read_table
-        human += [{"image": str(r.image), "caption": t} for r in reader(source, image_root=_root(cfg, source))
-                  for t in r.texts]
+        human += [
+            {"image": str(r.image), "caption": t}
+            for r in reader(source, image_root=_root(cfg, source))
+            for t in r.texts
+        ]
     kept = [r for r in provenance if r.get("kept")]
     # Pairs of shard inputs live in their output shards (OUT/shards/SHARD.tar): they have no image path.
     boot = human + [{"image": r["path"], "caption": r["text"]} for r in kept if "path" in r]

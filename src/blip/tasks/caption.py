@@ -37,23 +37,29 @@ class CaptionTraining(nn.Module):
         ids[:, 0] = self.model.cfg.text.dec_id
         logits = self.model.text_decoder(ids, mask, self.model.encode_image(pixels))
         per_row = lm_loss(logits, ids, mask, self.model.cfg.label_smoothing, ignore_prefix=self.prompt_tokens)
-        targets = mask[:, self.prompt_tokens:].sum().clamp_min(1)
+        targets = mask[:, self.prompt_tokens :].sum().clamp_min(1)
         return per_row.sum() / targets
 
 
 def finetune_caption(recipe: dict[str, Any], resume: bool = False) -> Path:
     """Fine-tune a captioner from `recipe['init']`; returns the folder of the final model."""
     train = TrainConfig(**{"schedule": "cosine", "min_lr": 0.0, **recipe.get("train", {})})
-    model, tok, _ = load_checkpoint(recipe["init"], task="caption", image_size=recipe.get("image_size"),
-                                    tokenizer=recipe.get("tokenizer"))
+    model, tok, _ = load_checkpoint(
+        recipe["init"], task="caption", image_size=recipe.get("image_size"), tokenizer=recipe.get("tokenizer")
+    )
     tok = tokenizer_or_bert(tok)
     prompt = recipe.get("prompt", "a picture of ")
     prompt_tokens = len(tok.encode(prompt)) - 1  # [DEC] + the prompt's words, without [SEP]
     counter = SkipCounter()
     records = read_sources(recipe["data"], counter)
     size = model.cfg.vision.image_size
-    dataset = PairDataset(records, image_transform(recipe, size, 0.5), max_words=recipe.get("max_words", 30),
-                          prompt=prompt, mirror=recipe.get("mirror", False))
+    dataset = PairDataset(
+        records,
+        image_transform(recipe, size, 0.5),
+        max_words=recipe.get("max_words", 30),
+        prompt=prompt,
+        mirror=recipe.get("mirror", False),
+    )
     max_tokens = recipe.get("max_tokens", 40)
 
     def loss_fn(m: nn.Module, batch: dict[str, Any], info: StepInfo) -> dict[str, torch.Tensor]:
@@ -64,8 +70,15 @@ def finetune_caption(recipe: dict[str, Any], resume: bool = False) -> Path:
     return train_and_save(train, CaptionTraining(model, prompt_tokens), model, tok, dataset, loss_fn, counter, resume)
 
 
-def evaluate_caption(model: Blip, annotation: str, image_root: str = "", out: str | None = None,
-                     meteor: bool = True, batch_size: int = 32, **generation: Any) -> dict[str, float]:
+def evaluate_caption(
+    model: Blip,
+    annotation: str,
+    image_root: str = "",
+    out: str | None = None,
+    meteor: bool = True,
+    batch_size: int = 32,
+    **generation: Any,
+) -> dict[str, float]:
     """Caption every image of a Karpathy val/test file (beam 3, max 20, min 5 by default) and score it."""
     rs = read_karpathy_eval(annotation, image_root=image_root)
     images, ids, failures = [], [], []

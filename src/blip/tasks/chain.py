@@ -56,8 +56,12 @@ def evaluate_stage(evaluations: list[dict[str, Any]], model: Path, out: Path) ->
         if task == "retrieval":
             m = evaluate_retrieval(blip.load(tuned), ev["data"], ev.get("image_root", ""), k_test=ev.get("k_test", 256))
         elif task == "caption":
-            m = {k: 100 * v for k, v in evaluate_caption(blip.load(tuned), ev["data"], ev.get("image_root", ""),
-                                                          meteor=ev.get("meteor", True)).items()}
+            m = {
+                k: 100 * v
+                for k, v in evaluate_caption(
+                    blip.load(tuned), ev["data"], ev.get("image_root", ""), meteor=ev.get("meteor", True)
+                ).items()
+            }
         else:
             raise BlipError(f"the chain evaluates retrieval or caption, not {task!r}")
         metrics.update({f"{task}/{k}": v for k, v in m.items()})
@@ -82,9 +86,15 @@ def run_chain(recipe: dict[str, Any]) -> dict[str, Any]:
     captioner = finetune_stage("caption", recipe["captioner"], noisy, out / "captioner")
     filt = finetune_stage("retrieval", recipe["filter"], noisy, out / "filter")
     summary = capfilt_stage(recipe["capfilt"], captioner, filt, out / "capfilt")
-    boot = pretrain_stage(recipe["pretrain"], out / "pretrain_bootstrapped",
-                          [{"reader": "pretrain_json", "path": str(out / "capfilt" / "bootstrapped.json")}])
-    result = {"capfilt": summary, "noisy": evaluate_stage(recipe.get("evaluate", []), noisy, out / "pretrain_noisy"),
-              "bootstrapped": evaluate_stage(recipe.get("evaluate", []), boot, out / "pretrain_bootstrapped")}
+    boot = pretrain_stage(
+        recipe["pretrain"],
+        out / "pretrain_bootstrapped",
+        [{"reader": "pretrain_json", "path": str(out / "capfilt" / "bootstrapped.json")}],
+    )
+    result = {
+        "capfilt": summary,
+        "noisy": evaluate_stage(recipe.get("evaluate", []), noisy, out / "pretrain_noisy"),
+        "bootstrapped": evaluate_stage(recipe.get("evaluate", []), boot, out / "pretrain_bootstrapped"),
+    }
     (out / "results.json").write_text(json.dumps(result, indent=2))
     return result

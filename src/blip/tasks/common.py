@@ -4,8 +4,9 @@ and running the one trainer then saving the final model."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 from torch.utils.data import Dataset, IterableDataset
@@ -14,10 +15,10 @@ from blip.checkpoint import save_pretrained
 from blip.data import read_karpathy_train, read_pretrain_json, read_table, train_transform
 from blip.data.robust import SkipCounter
 from blip.data.webdata import WebDatasetPairs, expand_shards
+from blip.distributed import rank, setup_distributed, world_size
 from blip.errors import BlipError
 from blip.model.blip import BlipModel
 from blip.tokenizer import Tokenizer
-from blip.distributed import rank, setup_distributed, world_size
 from blip.training.trainer import LossFn, TrainConfig, Trainer
 
 READERS = {"pretrain_json": read_pretrain_json, "karpathy": read_karpathy_train, "table": read_table}
@@ -36,8 +37,9 @@ def read_sources(sources: list[dict[str, Any]], counter: SkipCounter) -> list:
     return records
 
 
-def read_webdataset(sources: list[dict[str, Any]], transform: Callable, max_words: int,
-                    train: TrainConfig) -> WebDatasetPairs:
+def read_webdataset(
+    sources: list[dict[str, Any]], transform: Callable, max_words: int, train: TrainConfig
+) -> WebDatasetPairs:
     """One stream over the tar shards of every {reader: webdataset, urls} source of a recipe (img2dataset layout).
 
     An epoch is `train.steps_per_epoch` optimiser steps: each rank and loader worker yields its share of the
@@ -52,8 +54,9 @@ def read_webdataset(sources: list[dict[str, Any]], transform: Callable, max_word
     setup_distributed()  # the stream's length depends on the number of ranks
     workers = max(1, train.num_workers)
     per_worker = -(-train.steps_per_epoch * train.grad_accum // workers) * train.batch_size
-    return WebDatasetPairs(urls, transform, max_words=max_words, seed=train.seed,
-                           epoch_samples=per_worker * workers * world_size())
+    return WebDatasetPairs(
+        urls, transform, max_words=max_words, seed=train.seed, epoch_samples=per_worker * workers * world_size()
+    )
 
 
 def image_transform(recipe: dict[str, Any], size: int, min_scale: float):
@@ -62,8 +65,12 @@ def image_transform(recipe: dict[str, Any], size: int, min_scale: float):
     No blind flip when the dataset mirrors pairs itself (a flip must swap "left" and "right" in the caption too);
     recipes whose texts speak of positions and counts (the synthetic world) turn flip, crops and RandAugment off.
     """
-    return train_transform(size, min_scale=recipe.get("crop_scale_min", min_scale),
-                           flip=recipe.get("flip", not recipe.get("mirror")), randaug=recipe.get("randaug", True))
+    return train_transform(
+        size,
+        min_scale=recipe.get("crop_scale_min", min_scale),
+        flip=recipe.get("flip", not recipe.get("mirror")),
+        randaug=recipe.get("randaug", True),
+    )
 
 
 def report_skips(failures: list[str], total: int, source: str, unit: str = "images") -> None:
@@ -72,8 +79,10 @@ def report_skips(failures: list[str], total: int, source: str, unit: str = "imag
         return
     shown = "; ".join(failures[:3]) + (f"; and {len(failures) - 3} more" if len(failures) > 3 else "")
     if 2 * len(failures) > total:
-        raise BlipError(f"{source}: {len(failures)} of {total} {unit} could not be used ({shown}); check the "
-                        f"image root the annotation's paths are relative to")
+        raise BlipError(
+            f"{source}: {len(failures)} of {total} {unit} could not be used ({shown}); check the "
+            f"image root the annotation's paths are relative to"
+        )
     print(f"blip: {len(failures)} of {total} {unit} skipped ({shown})", file=sys.stderr)
 
 
@@ -86,9 +95,17 @@ def tokenizer_or_bert(tok: Tokenizer | None) -> Tokenizer:
     return _bert_tokenizer()
 
 
-def train_and_save(train: TrainConfig, module: nn.Module, model: BlipModel, tok: Tokenizer,
-                   dataset: Dataset | IterableDataset, loss_fn: LossFn, counter: SkipCounter, resume: bool,
-                   before_fit: Callable[[], None] | None = None) -> Path:
+def train_and_save(
+    train: TrainConfig,
+    module: nn.Module,
+    model: BlipModel,
+    tok: Tokenizer,
+    dataset: Dataset | IterableDataset,
+    loss_fn: LossFn,
+    counter: SkipCounter,
+    resume: bool,
+    before_fit: Callable[[], None] | None = None,
+) -> Path:
     """Train `module` (whose forward is the loss) with the one trainer; save `model` as OUT/model (rank 0)."""
     trainer = Trainer(train, module, dataset, loss_fn)
     trainer.skips.merge(counter)
@@ -102,6 +119,8 @@ def train_and_save(train: TrainConfig, module: nn.Module, model: BlipModel, tok:
         save_pretrained(model, tok, final)
     skips = trainer.skips
     if 2 * skips.total_skipped > skips.used + skips.total_skipped:  # the trainer stops such runs only past 200
-        raise BlipError(f"{final} was written, but {skips.total_skipped} of {skips.used + skips.total_skipped} "
-                        f"samples were unusable ({skips.summary()}); check the data paths and image_root")
+        raise BlipError(
+            f"{final} was written, but {skips.total_skipped} of {skips.used + skips.total_skipped} "
+            f"samples were unusable ({skips.summary()}); check the data paths and image_root"
+        )
     return final

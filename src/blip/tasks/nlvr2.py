@@ -29,8 +29,9 @@ class NLVR2Training(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, image0: torch.Tensor, image1: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
-                labels: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, image0: torch.Tensor, image1: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
         embeds0, embeds1 = self.model.encode_image(torch.cat([image0, image1])).chunk(2)
         return F.cross_entropy(self.model.nlvr_logits(embeds0, embeds1, ids, mask), labels)
 
@@ -41,9 +42,14 @@ def finetune_nlvr2(recipe: dict[str, Any], resume: bool = False) -> Path:
     # The branches merge from text layer 6 as in the reference, or where an NLVR2 init checkpoint's merge layers
     # start; a recipe's nlvr_merge_from overrides both (shallow models merge nowhere otherwise).
     overrides = {"nlvr_merge_from": recipe["nlvr_merge_from"]} if "nlvr_merge_from" in recipe else None
-    model, tok, _ = load_checkpoint(recipe["init"], task="nlvr2", image_size=recipe.get("image_size"),
-                                    tokenizer=recipe.get("tokenizer"), allow_missing=NEW_PARAMETERS,
-                                    overrides=overrides)
+    model, tok, _ = load_checkpoint(
+        recipe["init"],
+        task="nlvr2",
+        image_size=recipe.get("image_size"),
+        tokenizer=recipe.get("tokenizer"),
+        allow_missing=NEW_PARAMETERS,
+        overrides=overrides,
+    )
     tok = tokenizer_or_bert(tok)
     counter = SkipCounter()
     records = []
@@ -51,8 +57,12 @@ def finetune_nlvr2(recipe: dict[str, Any], resume: bool = False) -> Path:
         records += read_nlvr2(src["path"], image_root=src.get("image_root", ""), counter=counter)
     if not records:
         raise BlipError("the recipe's NLVR2 data holds no usable statements")
-    dataset = NLVR2Dataset(records, image_transform(recipe, model.cfg.vision.image_size, 0.5),
-                           max_words=recipe.get("max_words", 40), train=True)
+    dataset = NLVR2Dataset(
+        records,
+        image_transform(recipe, model.cfg.vision.image_size, 0.5),
+        max_words=recipe.get("max_words", 40),
+        train=True,
+    )
 
     def loss_fn(m: nn.Module, batch: dict[str, Any], info: StepInfo) -> dict[str, torch.Tensor]:
         ids, mask = tok(batch["statement"], max_length=recipe.get("max_tokens", 40))

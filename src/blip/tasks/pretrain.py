@@ -34,9 +34,15 @@ def build_tokenizer(recipe: dict[str, Any], records: list) -> Tokenizer:
 def build_model(recipe: dict[str, Any], tok: Tokenizer) -> BlipPretrain:
     """A fresh model of the recipe's preset sized to the tokenizer, optionally initialised from a checkpoint."""
     m = recipe.get("model", {})
-    overrides = {"text.vocab_size": len(tok), "text.pad_id": tok.pad_id, "text.cls_id": tok.cls_id,
-                 "text.sep_id": tok.sep_id, "text.dec_id": tok.dec_id, "text.enc_id": tok.enc_id,
-                 **m.get("overrides", {})}
+    overrides = {
+        "text.vocab_size": len(tok),
+        "text.pad_id": tok.pad_id,
+        "text.cls_id": tok.cls_id,
+        "text.sep_id": tok.sep_id,
+        "text.dec_id": tok.dec_id,
+        "text.enc_id": tok.enc_id,
+        **m.get("overrides", {}),
+    }
     if "image_size" in m:
         overrides["vision.image_size"] = m["image_size"]
     cfg = preset(m.get("preset", "base"), **overrides)
@@ -67,8 +73,9 @@ def pretrain(recipe: dict[str, Any], resume: bool = False) -> Path:
     transform, max_words = image_transform(recipe, size, 0.2), recipe.get("max_words", 30)
     if streamed:
         if recipe.get("mirror"):
-            raise BlipError("mirror needs annotation files (it swaps left/right in captions); turn it off for "
-                            "webdataset sources")
+            raise BlipError(
+                "mirror needs annotation files (it swaps left/right in captions); turn it off for webdataset sources"
+            )
         dataset = read_webdataset(recipe["data"], transform, max_words, train)
     else:
         dataset = PairDataset(records, transform, max_words=max_words, mirror=recipe.get("mirror", False))

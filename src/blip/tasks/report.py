@@ -10,8 +10,9 @@ from typing import Any
 def _table(result: dict[str, Any]) -> list[str]:
     lines = ["| pretraining data | text R@1 | image R@1 | BLEU-4 | CIDEr |", "|---|---|---|---|---|"]
     for name, row in result["rows"].items():
-        lines.append(f"| {name} | {row['txt_r1']:.1f} | {row['img_r1']:.1f} | {row['bleu4']:.1f} | "
-                     f"{row['cider']:.1f} |")
+        lines.append(
+            f"| {name} | {row['txt_r1']:.1f} | {row['img_r1']:.1f} | {row['bleu4']:.1f} | {row['cider']:.1f} |"
+        )
     return lines
 
 
@@ -27,22 +28,30 @@ def _examples(provenance: list[dict[str, Any]], n: int = 4) -> dict[str, list[di
 
 def _by_kind(quality: dict[str, Any]) -> str:
     """ "clean 16% of 3561, other_image 80% of 629, ...": what the filter drops of each kind of web text."""
-    return ", ".join(f"{kind} {100 * k['dropped'] / max(1, k['of']):.0f}% of {k['of']}"
-                     for kind, k in quality["dropped_by_kind"].items())
+    return ", ".join(
+        f"{kind} {100 * k['dropped'] / max(1, k['of']):.0f}% of {k['of']}"
+        for kind, k in quality["dropped_by_kind"].items()
+    )
 
 
 def print_table(result: dict[str, Any], provenance: list[dict[str, Any]]) -> None:
     """The ablation table, the filter's quality and examples, as text."""
-    print("\nCapFilt ablation on the synthetic world (zero-shot retrieval on the held-out val + test images; "
-          "captioning after a short fine-tune)")
+    print(
+        "\nCapFilt ablation on the synthetic world (zero-shot retrieval on the held-out val + test images; "
+        "captioning after a short fine-tune)"
+    )
     print("\n".join(_table(result)))
     f = result["filter"]
-    print(f"\nfilter vs ground-truth noise: precision {f['precision']:.1f}%, recall {f['recall']:.1f}% "
-          f"({f['dropped']} of {f['web']} web texts dropped; {f['noisy']} were corrupted)")
+    print(
+        f"\nfilter vs ground-truth noise: precision {f['precision']:.1f}%, recall {f['recall']:.1f}% "
+        f"({f['dropped']} of {f['web']} web texts dropped; {f['noisy']} were corrupted)"
+    )
     print("dropped by kind of web text: " + _by_kind(f))
     c = result["capfilt"]
-    print(f"synthetic captions kept: {c['synthetic_kept']} of {c['synthetic_total']}; "
-          f"texts {c['texts_in']} -> {c['texts_out']}")
+    print(
+        f"synthetic captions kept: {c['synthetic_kept']} of {c['synthetic_total']}; "
+        f"texts {c['texts_in']} -> {c['texts_out']}"
+    )
     for title, rows in _examples(provenance).items():
         print(f"\n{title}:")
         for r in rows:
@@ -82,17 +91,31 @@ def write_report(out: Path, result: dict[str, Any], provenance: list[dict[str, A
     plt.close(fig)
 
     f, c = result["filter"], result["capfilt"]
-    lines = ["# CapFilt ablation in miniature", "",
-             "Synthetic world, tiny models, 2 CPU cores. Each row pretrains a model from scratch on its data, "
-             "then measures zero-shot retrieval on the held-out val + test images and captioning after a short "
-             "fine-tune on the clean human pairs.", "", *_table(result), "", "![ablation](ablation.png)", "",
-             f"Filter against the ground-truth noise labels: precision {f['precision']:.1f}%, recall "
-             f"{f['recall']:.1f}% ({f['dropped']} of {f['web']} web texts dropped; {f['noisy']} were corrupted). "
-             f"Dropped by kind of web text: {_by_kind(f)}. "
-             f"Synthetic captions kept: {c['synthetic_kept']} of {c['synthetic_total']}. "
-             f"Texts: {c['texts_in']} -> {c['texts_out']}.", "", "![losses](losses.png)", ""]
+    lines = [
+        "# CapFilt ablation in miniature",
+        "",
+        "Synthetic world, tiny models, 2 CPU cores. Each row pretrains a model from scratch on its data, "
+        "then measures zero-shot retrieval on the held-out val + test images and captioning after a short "
+        "fine-tune on the clean human pairs.",
+        "",
+        *_table(result),
+        "",
+        "![ablation](ablation.png)",
+        "",
+        f"Filter against the ground-truth noise labels: precision {f['precision']:.1f}%, recall "
+        f"{f['recall']:.1f}% ({f['dropped']} of {f['web']} web texts dropped; {f['noisy']} were corrupted). "
+        f"Dropped by kind of web text: {_by_kind(f)}. "
+        f"Synthetic captions kept: {c['synthetic_kept']} of {c['synthetic_total']}. "
+        f"Texts: {c['texts_in']} -> {c['texts_out']}.",
+        "",
+        "![losses](losses.png)",
+        "",
+    ]
     for title, rows in _examples(provenance).items():
-        lines += [f"## {title.capitalize()}", ""] + [f"- `{Path(r['image']).name}` (ITM {r['itm']:.2f}): {r['text']}"
-                                                   for r in rows] + [""]
+        lines += (
+            [f"## {title.capitalize()}", ""]
+            + [f"- `{Path(r['image']).name}` (ITM {r['itm']:.2f}): {r['text']}" for r in rows]
+            + [""]
+        )
     lines += [f"Total time {result['total_s']:.0f} s; per step: {result['timings_s']}.", ""]
     (out / "report.md").write_text("\n".join(lines))

@@ -15,28 +15,30 @@ from blip.data.readers import read_karpathy_eval
 from blip.data.robust import SkipCounter
 from blip.data.samples import RetrievalSet
 from blip.data.text import pre_caption
+from blip.distributed import rank
 from blip.evaluation.retrieval import retrieval_metrics, two_stage_scores
 from blip.images import load_image
 from blip.model.config import for_task
 from blip.progress import Progress
 from blip.tasks.common import image_transform, read_sources, tokenizer_or_bert, train_and_save
 from blip.tokenizer import Tokenizer
-from blip.distributed import rank
 from blip.training.retrieval import BlipRetrievalTrain
 from blip.training.trainer import StepInfo, TrainConfig
 
 
 @torch.no_grad()
-def retrieval_scores(model: Blip, rs: RetrievalSet, k_test: int = 256, batch_size: int = 64,
-                     max_words: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
+def retrieval_scores(
+    model: Blip, rs: RetrievalSet, k_test: int = 256, batch_size: int = 64, max_words: int = 30
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(image->text, text->image) score matrices of the reference's two-stage protocol."""
     m, device = model.model, model.device
     texts = [pre_caption(t, max_words) for t in rs.texts]
     ids, mask = model.tokenizer(texts, max_length=35)
     ids, mask = ids.to(device), mask.to(device)
     with model.autocast():  # a bf16 model's weights are bf16: its text features too must run under autocast
-        text_feats = torch.cat([m.text_embed(ids[s : s + 256], mask[s : s + 256]).float()
-                                for s in range(0, len(ids), 256)])
+        text_feats = torch.cat(
+            [m.text_embed(ids[s : s + 256], mask[s : s + 256]).float() for s in range(0, len(ids), 256)]
+        )
     embeds, image_feats = [], []
     progress = Progress(len(rs.images), "encoding images")
     for s in range(0, len(rs.images), batch_size):
@@ -61,8 +63,9 @@ def retrieval_scores(model: Blip, rs: RetrievalSet, k_test: int = 256, batch_siz
     return two_stage_scores(sims, k_test, itm, rows_per_call=max(1, batch_size // max(1, min(k_test, len(texts)))))
 
 
-def evaluate_retrieval(model: Blip, annotation: str, image_root: str = "", k_test: int = 256,
-                       batch_size: int = 64) -> dict[str, Any]:
+def evaluate_retrieval(
+    model: Blip, annotation: str, image_root: str = "", k_test: int = 256, batch_size: int = 64
+) -> dict[str, Any]:
     """Karpathy-protocol recalls (txt_r1 ... r_mean) of a model on a val/test annotation file."""
     rs = read_karpathy_eval(annotation, image_root=image_root)
     i2t, t2i = retrieval_scores(model, rs, k_test=k_test, batch_size=batch_size)
@@ -72,10 +75,14 @@ def evaluate_retrieval(model: Blip, annotation: str, image_root: str = "", k_tes
 def retrieval_init(recipe: dict[str, Any]) -> tuple[BlipRetrievalTrain, Tokenizer, LoadReport]:
     """The training model from `recipe['init']`: its weights, and its momentum encoders and queues where it has
     them (as the reference's strict=False load); momentum encoders it lacks start as copies of the online ones."""
-    init, tok, report = load_checkpoint(recipe["init"], task="retrieval", image_size=recipe.get("image_size"),
-                                        tokenizer=recipe.get("tokenizer"))
-    model = BlipRetrievalTrain(for_task(init.cfg, "retrieval"), queue_size=recipe.get("queue_size", 57600),
-                               momentum=recipe.get("momentum", 0.995))
+    init, tok, report = load_checkpoint(
+        recipe["init"], task="retrieval", image_size=recipe.get("image_size"), tokenizer=recipe.get("tokenizer")
+    )
+    model = BlipRetrievalTrain(
+        for_task(init.cfg, "retrieval"),
+        queue_size=recipe.get("queue_size", 57600),
+        momentum=recipe.get("momentum", 0.995),
+    )
     model.load_state_dict(init.state_dict(), strict=False)
     model.reset_momentum()
     carry_training_state(model, recipe["init"], report)
@@ -93,8 +100,12 @@ def finetune_retrieval(recipe: dict[str, Any], resume: bool = False) -> Path:
     records = read_sources(recipe["data"], counter)
     # Pairs of one image are positives of each other: number the images (the reference's img_id).
     numbers = {image_id: i for i, image_id in enumerate(dict.fromkeys(r.image_id for r in records))}
-    dataset = PairDataset(records, image_transform(recipe, model.cfg.vision.image_size, 0.5),
-                          max_words=recipe.get("max_words", 30), mirror=recipe.get("mirror", False))
+    dataset = PairDataset(
+        records,
+        image_transform(recipe, model.cfg.vision.image_size, 0.5),
+        max_words=recipe.get("max_words", 30),
+        mirror=recipe.get("mirror", False),
+    )
     alpha, max_tokens = recipe.get("alpha", 0.4), recipe.get("max_tokens", 35)
 
     def loss_fn(m: torch.nn.Module, batch: dict[str, Any], info: StepInfo) -> dict[str, torch.Tensor]:

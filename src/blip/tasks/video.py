@@ -30,14 +30,16 @@ from blip.evaluation.vqa import normalize_answer, write_vqa_results
 VIDEO_MAX_WORDS = 40
 
 
-def _frame_batches(model: Blip, videos: Sequence[str | os.PathLike], num_frames: int,
-                   batch_size: int) -> Iterator[torch.Tensor]:
+def _frame_batches(
+    model: Blip, videos: Sequence[str | os.PathLike], num_frames: int, batch_size: int
+) -> Iterator[torch.Tensor]:
     """(B, num_frames, 3, S, S) pixel tensors on the model's device, `batch_size` videos at a time."""
     if num_frames < 1:
         raise BlipError(f"num_frames must be at least 1, got {num_frames}")
     for s in range(0, len(videos), batch_size):
-        yield torch.stack([torch.stack([model.transform(f) for f in load_frames(v, num_frames)])
-                           for v in videos[s : s + batch_size]]).to(model.device)
+        yield torch.stack(
+            [torch.stack([model.transform(f) for f in load_frames(v, num_frames)]) for v in videos[s : s + batch_size]]
+        ).to(model.device)
 
 
 def _encode_frames(model: Blip, pixels: torch.Tensor) -> torch.Tensor:
@@ -48,17 +50,23 @@ def _encode_frames(model: Blip, pixels: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def video_retrieval_scores(model: Blip, videos: Sequence[str | os.PathLike], texts: Sequence[str],
-                           num_frames: int = 8, k_test: int = 128,
-                           batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+def video_retrieval_scores(
+    model: Blip,
+    videos: Sequence[str | os.PathLike],
+    texts: Sequence[str],
+    num_frames: int = 8,
+    k_test: int = 128,
+    batch_size: int = 8,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(video->text, text->video) score matrices of the two-stage protocol (ITM + ITC on each query's ITC top k)."""
     model._need("itc", "video retrieval")
     model._need("itm", "video retrieval")
     m, device = model.model, model.device
     ids, mask = model._texts([pre_caption(t, VIDEO_MAX_WORDS) for t in texts], 35)
     with model.autocast():
-        text_feats = torch.cat([m.text_embed(ids[s : s + 256], mask[s : s + 256]).float()
-                                for s in range(0, len(ids), 256)])
+        text_feats = torch.cat(
+            [m.text_embed(ids[s : s + 256], mask[s : s + 256]).float() for s in range(0, len(ids), 256)]
+        )
     tokens, video_feats = [], []
     for pixels in _frame_batches(model, videos, num_frames, batch_size):
         with model.autocast():
@@ -82,8 +90,15 @@ def video_retrieval_scores(model: Blip, videos: Sequence[str | os.PathLike], tex
     return two_stage_scores(sims, k_test, itm, rows_per_call=rows_per_call)
 
 
-def evaluate_video_retrieval(model: Blip, annotation: str, video_root: str = "", split: str | None = "test",
-                             num_frames: int = 8, k_test: int = 128, batch_size: int = 8) -> dict[str, float]:
+def evaluate_video_retrieval(
+    model: Blip,
+    annotation: str,
+    video_root: str = "",
+    split: str | None = "test",
+    num_frames: int = 8,
+    k_test: int = 128,
+    batch_size: int = 8,
+) -> dict[str, float]:
     """Zero-shot text-video recalls (txt_r*, vid_r*, r_mean, vid_mdR) on an MSRVTT annotation (JSONL or official)."""
     records = read_msrvtt(annotation, video_root=video_root, split=split)
     if not records:
@@ -93,8 +108,9 @@ def evaluate_video_retrieval(model: Blip, annotation: str, video_root: str = "",
         vid2txt.append(list(range(len(texts), len(texts) + len(rec.captions))))
         texts += rec.captions
         txt2vid += [v] * len(rec.captions)
-    v2t, t2v = video_retrieval_scores(model, [r.video for r in records], texts, num_frames=num_frames,
-                                      k_test=k_test, batch_size=batch_size)
+    v2t, t2v = video_retrieval_scores(
+        model, [r.video for r in records], texts, num_frames=num_frames, k_test=k_test, batch_size=batch_size
+    )
     result = {k.replace("img_", "vid_"): v for k, v in retrieval_metrics(v2t, t2v, vid2txt, txt2vid).items()}
     # The reference also reports the median 1-based rank of each caption's video.
     result["vid_mdR"] = float(np.median(positive_ranks(t2v, [[v] for v in txt2vid]).numpy() + 1))
@@ -102,9 +118,17 @@ def evaluate_video_retrieval(model: Blip, annotation: str, video_root: str = "",
 
 
 @torch.no_grad()
-def answer_video_questions(model: Blip, videos: Sequence[str | os.PathLike], questions: Sequence[str],
-                           answers: Sequence[str] | None = None, num_frames: int = 8, k_test: int = 128,
-                           num_beams: int = 3, max_length: int = 10, batch_size: int = 8) -> list[Answer]:
+def answer_video_questions(
+    model: Blip,
+    videos: Sequence[str | os.PathLike],
+    questions: Sequence[str],
+    answers: Sequence[str] | None = None,
+    num_frames: int = 8,
+    k_test: int = 128,
+    num_beams: int = 3,
+    max_length: int = 10,
+    batch_size: int = 8,
+) -> list[Answer]:
     """Answer questions about videos with a VQA model: generate (beam search), or rank an answer list (k_test)."""
     model._need_vqa("video QA")
     videos, questions = [str(v) for v in videos], list(questions)
@@ -134,35 +158,56 @@ def answer_video_questions(model: Blip, videos: Sequence[str | os.PathLike], que
 def qa_accuracy(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
     """Percentage of predictions equal to one of their question's answers, both normalised as VQA answers are."""
     if len(predictions) != len(references) or not predictions:
-        raise BlipError(f"need as many reference answer sets as predictions (> 0), got {len(references)} "
-                        f"and {len(predictions)}")
+        raise BlipError(
+            f"need as many reference answer sets as predictions (> 0), got {len(references)} and {len(predictions)}"
+        )
     # MSRVTT-QA and MSVD-QA score plain top-1 accuracy (one answer per question), not VQA accuracy's
     # min(#annotators / 3, 1); the normalisation only keeps "Two." and "2" from counting as different answers.
     hits = sum(normalize_answer(p) in {normalize_answer(a) for a in refs} for p, refs in zip(predictions, references))
     return 100.0 * hits / len(predictions)
 
 
-def evaluate_video_qa(model: Blip, annotation: str, video_root: str = "", answer_list: str | None = None,
-                      num_frames: int = 8, k_test: int = 128, out: str | None = None,
-                      batch_size: int = 8) -> dict[str, float]:
+def evaluate_video_qa(
+    model: Blip,
+    annotation: str,
+    video_root: str = "",
+    answer_list: str | None = None,
+    num_frames: int = 8,
+    k_test: int = 128,
+    out: str | None = None,
+    batch_size: int = 8,
+) -> dict[str, float]:
     """Zero-shot MSRVTT-QA / MSVD-QA top-1 accuracy, ranking `answer_list` (default: the annotation's answers)."""
     # `out` receives the answers in the VQA submission format and the metrics beside it, as evaluate_vqa does.
     records = read_video_qa(annotation, video_root=video_root)
     if not records:
         raise BlipError(f"{annotation}: no video questions")
-    candidates = read_answer_list(answer_list) if answer_list else \
-        list(dict.fromkeys(a for rec in records for a in rec.answers))
+    candidates = (
+        read_answer_list(answer_list) if answer_list else list(dict.fromkeys(a for rec in records for a in rec.answers))
+    )
     if not candidates:
         raise BlipError(f"{annotation}: no answers to rank; give an answer list")
-    answers = answer_video_questions(model, [rec.image for rec in records], [rec.question for rec in records],
-                                     answers=candidates, num_frames=num_frames, k_test=k_test, batch_size=batch_size)
+    answers = answer_video_questions(
+        model,
+        [rec.image for rec in records],
+        [rec.question for rec in records],
+        answers=candidates,
+        num_frames=num_frames,
+        k_test=k_test,
+        batch_size=batch_size,
+    )
     metrics = {"questions": float(len(records))}
     answered = [(a.text, rec.answers) for a, rec in zip(answers, records) if rec.answers]
     if answered:
         metrics["accuracy"] = qa_accuracy([p for p, _ in answered], [refs for _, refs in answered])
     if out:
         # Integer ids as the source files number questions (the readers keep ids as strings).
-        write_vqa_results(out, {int(rec.question_id) if rec.question_id.isdigit() else rec.question_id: a.text
-                                for rec, a in zip(records, answers)})
+        write_vqa_results(
+            out,
+            {
+                int(rec.question_id) if rec.question_id.isdigit() else rec.question_id: a.text
+                for rec, a in zip(records, answers)
+            },
+        )
         Path(out).with_suffix(".metrics.json").write_text(json.dumps(metrics))
     return metrics

@@ -37,8 +37,16 @@ class VQATraining(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, pixels: torch.Tensor, q_ids: torch.Tensor, q_mask: torch.Tensor, a_ids: torch.Tensor,
-                a_mask: torch.Tensor, owner: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        pixels: torch.Tensor,
+        q_ids: torch.Tensor,
+        q_mask: torch.Tensor,
+        a_ids: torch.Tensor,
+        a_mask: torch.Tensor,
+        owner: torch.Tensor,
+        weights: torch.Tensor,
+    ) -> torch.Tensor:
         """Answers are flat rows; `owner[j]` is the batch row of answer j's question, `weights[j]` its weight."""
         states = self.model.encode_grounded(q_ids, q_mask, self.model.encode_image(pixels))
         a_ids = a_ids.clone()
@@ -49,8 +57,9 @@ class VQATraining(nn.Module):
         return (weights * per_answer).sum() / len(pixels)
 
 
-def answer_batch(tok: Tokenizer, answers: Sequence[Sequence[str]], weights: Sequence[Sequence[float]],
-                 max_tokens: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def answer_batch(
+    tok: Tokenizer, answers: Sequence[Sequence[str]], weights: Sequence[Sequence[float]], max_tokens: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Flatten per-question answers: (ids, mask, owner question index, weight) with one row per answer."""
     flat = [a for per_question in answers for a in per_question]
     ids, mask = tok(flat, max_length=max_tokens)
@@ -68,8 +77,9 @@ def read_vqa_sources(sources: list[dict[str, Any]], counter: SkipCounter) -> lis
         if reader == "vqa":
             records += read_vqa(src["path"], image_root=src.get("image_root", ""), counter=counter)
         elif reader == "vqa_official":
-            records += read_vqa_official(src["questions"], src["annotations"], image_root=src.get("image_root", ""),
-                                         counter=counter)
+            records += read_vqa_official(
+                src["questions"], src["annotations"], image_root=src.get("image_root", ""), counter=counter
+            )
         else:
             raise BlipError(f"unknown VQA reader {reader!r}; known: vqa, vqa_official")
     answered = []
@@ -86,14 +96,19 @@ def read_vqa_sources(sources: list[dict[str, Any]], counter: SkipCounter) -> lis
 def finetune_vqa(recipe: dict[str, Any], resume: bool = False) -> Path:
     """Fine-tune a VQA model from `recipe['init']`; returns the folder of the final model."""
     train = TrainConfig(**{"schedule": "cosine", "min_lr": 0.0, **recipe.get("train", {})})
-    model, tok, _ = load_checkpoint(recipe["init"], task="vqa", image_size=recipe.get("image_size"),
-                                    overrides={"vision.drop_path": recipe.get("drop_path", DROP_PATH)},
-                                    tokenizer=recipe.get("tokenizer"))
+    model, tok, _ = load_checkpoint(
+        recipe["init"],
+        task="vqa",
+        image_size=recipe.get("image_size"),
+        overrides={"vision.drop_path": recipe.get("drop_path", DROP_PATH)},
+        tokenizer=recipe.get("tokenizer"),
+    )
     tok = tokenizer_or_bert(tok)
     counter = SkipCounter()
     records = read_vqa_sources(recipe["data"], counter)
-    dataset = VQADataset(records, image_transform(recipe, model.cfg.vision.image_size, 0.5),
-                         max_words=recipe.get("max_words", 50))
+    dataset = VQADataset(
+        records, image_transform(recipe, model.cfg.vision.image_size, 0.5), max_words=recipe.get("max_words", 50)
+    )
     answer_tokens = min(recipe.get("max_answer_tokens", model.cfg.text.max_positions), model.cfg.text.max_positions)
 
     def loss_fn(m: nn.Module, batch: dict[str, Any], info: StepInfo) -> dict[str, torch.Tensor]:
@@ -124,8 +139,15 @@ def _submission_id(question_id: str) -> int | str:
     return int(question_id) if question_id.isdigit() else question_id
 
 
-def evaluate_vqa(model: Blip, annotation: str, image_root: str = "", answer_list: str | None = None,
-                 k_test: int = 128, out: str | None = None, batch_size: int = 32) -> dict[str, float]:
+def evaluate_vqa(
+    model: Blip,
+    annotation: str,
+    image_root: str = "",
+    answer_list: str | None = None,
+    k_test: int = 128,
+    out: str | None = None,
+    batch_size: int = 32,
+) -> dict[str, float]:
     """Answer every question of a BLIP VQA JSON file (generate, or rank `answer_list`) and score it when it has
     answers; `out` receives the answers in the VQA submission format."""
     records = read_vqa(annotation, image_root=image_root)
@@ -135,17 +157,23 @@ def evaluate_vqa(model: Blip, annotation: str, image_root: str = "", answer_list
     progress = Progress(len(records), "answering", unit="question")
     for start in range(0, len(records), batch_size):
         chunk, images = [], []
-        for rec in records[start:start + batch_size]:
+        for rec in records[start : start + batch_size]:
             try:
                 images.append(load_image(rec.image))
                 chunk.append(rec)
             except ImageError as e:
                 failures.append(str(e))
-        progress.update(len(records[start:start + batch_size]) - len(chunk))
+        progress.update(len(records[start : start + batch_size]) - len(chunk))
         if not chunk:
             continue
-        answers = model.ask(images, [rec.question for rec in chunk], answers=candidates, k_test=k_test,
-                            batch_size=batch_size, progress=progress)
+        answers = model.ask(
+            images,
+            [rec.question for rec in chunk],
+            answers=candidates,
+            k_test=k_test,
+            batch_size=batch_size,
+            progress=progress,
+        )
         predictions.update((rec.question_id, a.text) for rec, a in zip(chunk, answers))
     progress.close()
     report_skips(failures, len(records), annotation, unit="questions")

@@ -12,12 +12,16 @@ import copy
 import torch
 import torch.nn.functional as F
 
+from blip.distributed import gather, gather_padded, gather_with_grad, rank
 from blip.model.blip import BlipModel
 from blip.model.config import BlipConfig
-from blip.distributed import gather, gather_padded, gather_with_grad, rank
 
-MOMENTUM_PAIRS = (("visual_encoder", "visual_encoder_m"), ("vision_proj", "vision_proj_m"),
-                  ("text_encoder", "text_encoder_m"), ("text_proj", "text_proj_m"))
+MOMENTUM_PAIRS = (
+    ("visual_encoder", "visual_encoder_m"),
+    ("vision_proj", "vision_proj_m"),
+    ("text_encoder", "text_encoder_m"),
+    ("text_proj", "text_proj_m"),
+)
 
 
 class MomentumContrastive(BlipModel):
@@ -67,9 +71,16 @@ class MomentumContrastive(BlipModel):
             self.idx_queue[:, slots] = ids.view(1, -1)
         self.pointer[0] = (ptr + n) % self.queue_size
 
-    def itc(self, pixels: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-            image_feat: torch.Tensor, text_feat: torch.Tensor, alpha: float,
-            ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def itc(
+        self,
+        pixels: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        image_feat: torch.Tensor,
+        text_feat: torch.Tensor,
+        alpha: float,
+        ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """ITC loss with momentum distillation; returns (loss, sim_i2t, sim_t2i) over [all-rank batch, queue].
 
         Positives are each pair itself, or with `ids` every pair (and queued feature) of the same image.
@@ -96,14 +107,23 @@ class MomentumContrastive(BlipModel):
             t2i_targets = alpha * F.softmax(text_m[rows] @ image_bank / self.temp, dim=1) + (1 - alpha) * hard
         sim_i2t = image_feat @ text_bank / self.temp
         sim_t2i = text_feat @ image_bank / self.temp
-        loss = (-(F.log_softmax(sim_i2t, 1) * i2t_targets).sum(1).mean()
-                - (F.log_softmax(sim_t2i, 1) * t2i_targets).sum(1).mean()) / 2
+        loss = (
+            -(F.log_softmax(sim_i2t, 1) * i2t_targets).sum(1).mean()
+            - (F.log_softmax(sim_t2i, 1) * t2i_targets).sum(1).mean()
+        ) / 2
         self.enqueue(image_m, text_m, all_ids)
         return loss, sim_i2t, sim_t2i
 
-    def itm(self, image_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-            w_i2t: torch.Tensor, w_t2i: torch.Tensor, generator: torch.Generator | None = None,
-            hardest: bool = False) -> torch.Tensor:
+    def itm(
+        self,
+        image_embeds: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        w_i2t: torch.Tensor,
+        w_t2i: torch.Tensor,
+        generator: torch.Generator | None = None,
+        hardest: bool = False,
+    ) -> torch.Tensor:
         """ITM loss over the B positives, a negative text per image and a negative image per text.
 
         Negatives come from every rank's batch with the given (B, all-rank batch) weights; `hardest` takes the

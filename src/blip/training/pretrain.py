@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from blip.distributed import rank, world_size
 from blip.model.config import PARTS, BlipConfig
 from blip.model.losses import lm_loss
 from blip.training.contrastive import MomentumContrastive
-from blip.distributed import rank, world_size
+
 
 @dataclass
 class PretrainLosses:
@@ -38,9 +39,15 @@ class BlipPretrain(MomentumContrastive):
         share_encoder_decoder(self.text_encoder, self.text_decoder.bert)
         self.text_decoder.cls.predictions.decoder.weight = self.text_encoder.embeddings.word_embeddings.weight
 
-    def forward(self, pixels: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                alpha: float = 0.4, generator: torch.Generator | None = None,
-                hardest_negatives: bool = False) -> PretrainLosses:
+    def forward(
+        self,
+        pixels: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        alpha: float = 0.4,
+        generator: torch.Generator | None = None,
+        hardest_negatives: bool = False,
+    ) -> PretrainLosses:
         """Losses for a local batch of image-caption pairs (input_ids start with [CLS]).
 
         ITM negatives are sampled by similarity as in the paper; `hardest_negatives` takes the most similar one

@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from blip.distributed import gather
 from blip.model.config import BlipConfig
 from blip.training.contrastive import MomentumContrastive
-from blip.distributed import gather
 
 
 class BlipRetrievalTrain(MomentumContrastive):
@@ -17,12 +17,23 @@ class BlipRetrievalTrain(MomentumContrastive):
     POINTER = "ptr_queue"
 
     def __init__(self, cfg: BlipConfig, queue_size: int = 57600, momentum: float = 0.995):
-        super().__init__(cfg.replace(parts=["text_encoder", "itc", "itm"], decoder_input="image", nlvr=False),
-                         queue_size, momentum, with_ids=True)
+        super().__init__(
+            cfg.replace(parts=["text_encoder", "itc", "itm"], decoder_input="image", nlvr=False),
+            queue_size,
+            momentum,
+            with_ids=True,
+        )
 
-    def forward(self, pixels: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                image_ids: torch.Tensor, alpha: float = 0.4, generator: torch.Generator | None = None,
-                hardest_negatives: bool = False) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        pixels: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        image_ids: torch.Tensor,
+        alpha: float = 0.4,
+        generator: torch.Generator | None = None,
+        hardest_negatives: bool = False,
+    ) -> dict[str, torch.Tensor]:
         """{"itc", "itm"} for a local batch; pairs with equal image_ids are positives of each other."""
         image_embeds = self.encode_image(pixels)
         image_feat = self.image_embed(image_embeds)

@@ -24,23 +24,28 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                     get_optimizer_state_dict, set_model_state_dict,
-                                                     set_optimizer_state_dict)
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
 
 from blip.data.robust import SkipCounter, collate
+from blip.distributed import is_distributed, rank, setup_distributed, world_size
 from blip.errors import BlipError
 from blip.progress import Progress
-from blip.distributed import is_distributed, rank, setup_distributed, world_size
 from blip.training.fsdp import average_gradients, fully_shard_model
 
 LossFn = Callable[[nn.Module, dict[str, Any], "StepInfo"], dict[str, torch.Tensor]]
@@ -101,8 +106,18 @@ _SAME_RUN = {"batch_size", "grad_accum", "seed", "steps_per_epoch"}
 _SAME_SCHEDULE = {"epochs", "lr", "min_lr", "schedule", "warmup_steps", "warmup_lr", "lr_decay", "weight_decay"}
 
 # The smallest value each count of TrainConfig may take.
-_AT_LEAST = {"epochs": 1, "batch_size": 1, "grad_accum": 1, "warmup_steps": 0, "checkpoint_every": 1, "keep": 1,
-             "log_every": 1, "num_workers": 0, "max_steps": 1, "steps_per_epoch": 1}
+_AT_LEAST = {
+    "epochs": 1,
+    "batch_size": 1,
+    "grad_accum": 1,
+    "warmup_steps": 0,
+    "checkpoint_every": 1,
+    "keep": 1,
+    "log_every": 1,
+    "num_workers": 0,
+    "max_steps": 1,
+    "steps_per_epoch": 1,
+}
 
 
 @dataclass
@@ -128,7 +143,7 @@ def lr_at(cfg: TrainConfig, epoch: int, batch_in_epoch: int, steps_per_epoch: in
         if step < cfg.warmup_steps:
             return min(cfg.lr, cfg.warmup_lr + (cfg.lr - cfg.warmup_lr) * step / cfg.warmup_steps)
         return cfg.lr
-    return max(cfg.min_lr, cfg.lr * cfg.lr_decay ** epoch)
+    return max(cfg.min_lr, cfg.lr * cfg.lr_decay**epoch)
 
 
 class EpochSampler(Sampler[int]):
@@ -197,8 +212,11 @@ class SeededDataset(Dataset):
 def _rng_state() -> dict[str, Any]:
     name, keys, *rest = np.random.get_state()
     # weights_only loading takes tensors and plain values, not numpy arrays.
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": [name, torch.from_numpy(keys.copy()), *rest]}
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": [name, torch.from_numpy(keys.copy()), *rest],
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -225,8 +243,14 @@ class Trainer:
     trained weights back into `model` on every rank (which stays where it was, whole); otherwise it trains `model`.
     """
 
-    def __init__(self, cfg: TrainConfig, model: nn.Module, dataset: Dataset | IterableDataset, loss_fn: LossFn,
-                 collate_fn: Callable[[list[Any]], dict[str, Any]] = collate):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        model: nn.Module,
+        dataset: Dataset | IterableDataset,
+        loss_fn: LossFn,
+        collate_fn: Callable[[list[Any]], dict[str, Any]] = collate,
+    ):
         self.cfg = cfg
         self.device = setup_distributed()
         self.iterable = isinstance(dataset, IterableDataset)
@@ -260,8 +284,10 @@ class Trainer:
         else:
             per_rank = len(dataset) // world_size() // cfg.batch_size  # type: ignore[arg-type]
             if per_rank == 0:
-                raise TrainingError(f"{len(dataset)} samples cannot fill one batch of {cfg.batch_size} on "  # type: ignore
-                                    f"{world_size()} rank(s)")
+                raise TrainingError(
+                    f"{len(dataset)} samples cannot fill one batch of {cfg.batch_size} on "  # type: ignore
+                    f"{world_size()} rank(s)"
+                )
             self.batches_per_epoch = min(per_rank, cap or per_rank)
 
     # ------------------------------------------------------------------ checkpoints
@@ -279,9 +305,17 @@ class Trainer:
         optimizer_state = get_optimizer_state_dict(self.model, self.optimizer, options=full)
         if rank() == 0:
             self.out.mkdir(parents=True, exist_ok=True)
-            state = {"model": model_state, "optimizer": optimizer_state, "step": self.step,
-                     "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "rng": _rng_state(),
-                     "skips": self.skips.as_dict(), "config": asdict(self.cfg), "samples": self._samples()}
+            state = {
+                "model": model_state,
+                "optimizer": optimizer_state,
+                "step": self.step,
+                "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch,
+                "rng": _rng_state(),
+                "skips": self.skips.as_dict(),
+                "config": asdict(self.cfg),
+                "samples": self._samples(),
+            }
             tmp = path.with_suffix(".tmp")
             torch.save(state, tmp)
             os.replace(tmp, path)
@@ -306,12 +340,16 @@ class Trainer:
                 bad.append(f"{path.name} ({type(e).__name__})")
                 continue
             if bad and rank() == 0:
-                print(f"blip: cannot read {', '.join(bad)}: truncated or corrupt; resuming from the previous "
-                      f"good checkpoint, {path.name}", file=sys.stderr)
+                print(
+                    f"blip: cannot read {', '.join(bad)}: truncated or corrupt; resuming from the previous "
+                    f"good checkpoint, {path.name}",
+                    file=sys.stderr,
+                )
             return path, state
         if bad:
-            raise TrainingError(f"no checkpoint in {self.out} can be read ({', '.join(bad)}); remove them to start "
-                                f"over")
+            raise TrainingError(
+                f"no checkpoint in {self.out} can be read ({', '.join(bad)}); remove them to start over"
+            )
         return None
 
     def _check_same_recipe(self, path: Path, state: dict[str, Any]) -> None:
@@ -320,15 +358,18 @@ class Trainer:
         then, now = state.get("config", {}), asdict(self.cfg)
 
         def differences(names: set[str]) -> list[str]:
-            return [f"train.{k}: {then[k]!r} then, {now[k]!r} now" for k in sorted(names)
-                    if k in then and then[k] != now[k]]
+            return [
+                f"train.{k}: {then[k]!r} then, {now[k]!r} now" for k in sorted(names) if k in then and then[k] != now[k]
+            ]
 
         refused = differences(_SAME_RUN)
         if state.get("samples") is not None and state["samples"] != self._samples():
             refused.append(f"data: {state['samples']} samples then, {self._samples()} now")
         if refused:
-            raise TrainingError(f"{path.name} was written by a different recipe ({'; '.join(refused)}): resume "
-                                f"with the recipe the run started with, or train into a new out folder")
+            raise TrainingError(
+                f"{path.name} was written by a different recipe ({'; '.join(refused)}): resume "
+                f"with the recipe the run started with, or train into a new out folder"
+            )
         warned = differences(_SAME_SCHEDULE)
         if warned and rank() == 0:
             print(f"blip: resuming {path.name} with a changed schedule ({'; '.join(warned)})", file=sys.stderr)
@@ -344,11 +385,14 @@ class Trainer:
         # encoder) under its first name only, and fails copying the whole tensor under another: load each once.
         aliases = _aliases(self.model)
         loaded = {k: v for k, v in state["model"].items() if k not in aliases}
-        missing, unexpected = set_model_state_dict(self.model, loaded,
-                                                   options=StateDictOptions(full_state_dict=True, strict=False))
+        missing, unexpected = set_model_state_dict(
+            self.model, loaded, options=StateDictOptions(full_state_dict=True, strict=False)
+        )
         if set(missing) - aliases or unexpected:
-            raise TrainingError(f"{path} does not fit the model: missing {sorted(set(missing) - aliases)}, "
-                                f"unexpected {sorted(unexpected)}")
+            raise TrainingError(
+                f"{path} does not fit the model: missing {sorted(set(missing) - aliases)}, "
+                f"unexpected {sorted(unexpected)}"
+            )
         full = StateDictOptions(full_state_dict=True)
         set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"], options=full)
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
@@ -386,13 +430,21 @@ class Trainer:
             self.dataset.set_epoch(self.epoch)
             sampler, skip = None, self.batch_in_epoch  # a stream cannot seek: draw and drop what was consumed
         else:
-            sampler = EpochSampler(len(self.dataset), cfg.seed, self.epoch, self.batch_in_epoch * cfg.batch_size,
-                                   cfg.batch_size)
+            sampler = EpochSampler(
+                len(self.dataset), cfg.seed, self.epoch, self.batch_in_epoch * cfg.batch_size, cfg.batch_size
+            )
             skip = 0
-        loader = DataLoader(self.dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
-                            num_workers=cfg.num_workers, collate_fn=self.collate_fn,
-                            generator=torch.Generator().manual_seed(cfg.seed + self.epoch),
-                            persistent_workers=False, pin_memory=self.device.type == "cuda")
+        loader = DataLoader(
+            self.dataset,
+            batch_size=cfg.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=cfg.num_workers,
+            collate_fn=self.collate_fn,
+            generator=torch.Generator().manual_seed(cfg.seed + self.epoch),
+            persistent_workers=False,
+            pin_memory=self.device.type == "cuda",
+        )
         batches = itertools.islice(loader, skip, skip + self.batches_per_epoch - self.batch_in_epoch)
         for batch in itertools.chain(batches, [None]):
             if self.iterable and is_distributed():  # map-style ranks always have equal batches (EpochSampler)
@@ -412,8 +464,9 @@ class Trainer:
         self.skips.ok(batch["size"])
         seen = self.skips.used + self.skips.total_skipped
         if seen >= 200 and self.skips.total_skipped > 0.5 * seen:
-            raise TrainingError(f"more than half of the samples are unusable ({self.skips.summary()}); "
-                                f"check the data paths")
+            raise TrainingError(
+                f"more than half of the samples are unusable ({self.skips.summary()}); check the data paths"
+            )
         size = torch.tensor([batch["size"]])
         if is_distributed():
             dist.all_reduce(size, op=dist.ReduceOp.MIN)
@@ -422,8 +475,9 @@ class Trainer:
             return None
         if size < batch["size"]:
             self.skips.skip("rank_balance", f"{batch['size'] - size} usable samples left out to match other ranks")
-            batch = {k: v[:size] if isinstance(v, (torch.Tensor, list)) and k != "skipped" else v
-                     for k, v in batch.items()}
+            batch = {
+                k: v[:size] if isinstance(v, (torch.Tensor, list)) and k != "skipped" else v for k, v in batch.items()
+            }
             batch["size"] = size
         return batch
 
@@ -460,8 +514,9 @@ class Trainer:
         total_steps = cfg.epochs * self.batches_per_epoch // cfg.grad_accum
         if cfg.max_steps is not None:
             total_steps = min(total_steps, cfg.max_steps)
-        bar = Progress(total_steps, "training", unit="step", initial=self.step) if cfg.progress and rank() == 0 \
-            else None
+        bar = (
+            Progress(total_steps, "training", unit="step", initial=self.step) if cfg.progress and rank() == 0 else None
+        )
         self.model.train()
         micro = 0
         t_last = time.perf_counter()
@@ -482,8 +537,10 @@ class Trainer:
                     losses = self.loss_fn(self.ddp, _to(batch, self.device), info)
                     loss = losses["loss"]
                     if not torch.isfinite(loss):
-                        raise TrainingError(f"loss is {float(loss)} at step {self.step} (epoch {self.epoch}); "
-                                            f"resume from the last checkpoint in {self.out} with a lower lr")
+                        raise TrainingError(
+                            f"loss is {float(loss)} at step {self.step} (epoch {self.epoch}); "
+                            f"resume from the last checkpoint in {self.out} with a lower lr"
+                        )
                     (loss / cfg.grad_accum).backward()
                 if not last_micro:
                     continue
@@ -493,9 +550,13 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
                 now = time.perf_counter()
-                record = {"step": self.step, "epoch": self.epoch, "lr": lr,
-                          **{k: float(v.detach()) for k, v in losses.items()},
-                          "samples_per_s": cfg.batch_size * cfg.grad_accum * world_size() / (now - t_last)}
+                record = {
+                    "step": self.step,
+                    "epoch": self.epoch,
+                    "lr": lr,
+                    **{k: float(v.detach()) for k, v in losses.items()},
+                    "samples_per_s": cfg.batch_size * cfg.grad_accum * world_size() / (now - t_last),
+                }
                 t_last = now
                 self.history.append(record)
                 if self.step % cfg.log_every == 0 or self.step == total_steps:
@@ -513,8 +574,10 @@ class Trainer:
             bar.close()
         if self.step == 0:
             seen = self.skips.used + self.skips.total_skipped
-            raise TrainingError(f"{self.skips.total_skipped} of {seen} samples were unusable ({self.skips.summary()})"
-                                f" and no training step ran; check the data paths and image_root")
+            raise TrainingError(
+                f"{self.skips.total_skipped} of {seen} samples were unusable ({self.skips.summary()})"
+                f" and no training step ran; check the data paths and image_root"
+            )
         if not self.checkpoints() or int(self.checkpoints()[-1].stem.split("-")[1]) != self.step:
             self.save()
         if self.fsdp:
@@ -528,8 +591,9 @@ def _aliases(model: nn.Module) -> set[str]:
     """State-dict names of parameters and buffers that are also reachable under an earlier name."""
     first: set[int] = set()
     aliases = set()
-    for name, t in itertools.chain(model.named_parameters(remove_duplicate=False),
-                                   model.named_buffers(remove_duplicate=False)):
+    for name, t in itertools.chain(
+        model.named_parameters(remove_duplicate=False), model.named_buffers(remove_duplicate=False)
+    ):
         if id(t) in first:
             aliases.add(name)
         first.add(id(t))

@@ -47,13 +47,29 @@ def _shape_points(shape: str, cx: float, cy: float, r: float) -> list[tuple[floa
     if shape == "hexagon":
         return [(cx + r * math.cos(math.pi / 3 * k), cy + r * math.sin(math.pi / 3 * k)) for k in range(6)]
     if shape == "star":
-        return [(cx + (r if k % 2 == 0 else 0.45 * r) * math.sin(math.pi / 5 * k),
-                 cy - (r if k % 2 == 0 else 0.45 * r) * math.cos(math.pi / 5 * k)) for k in range(10)]
+        return [
+            (
+                cx + (r if k % 2 == 0 else 0.45 * r) * math.sin(math.pi / 5 * k),
+                cy - (r if k % 2 == 0 else 0.45 * r) * math.cos(math.pi / 5 * k),
+            )
+            for k in range(10)
+        ]
     if shape == "cross":
         w = 0.33 * r
-        return [(cx - w, cy - r), (cx + w, cy - r), (cx + w, cy - w), (cx + r, cy - w), (cx + r, cy + w),
-                (cx + w, cy + w), (cx + w, cy + r), (cx - w, cy + r), (cx - w, cy + w), (cx - r, cy + w),
-                (cx - r, cy - w), (cx - w, cy - w)]
+        return [
+            (cx - w, cy - r),
+            (cx + w, cy - r),
+            (cx + w, cy - w),
+            (cx + r, cy - w),
+            (cx + r, cy + w),
+            (cx + w, cy + w),
+            (cx + w, cy + r),
+            (cx - w, cy + r),
+            (cx - w, cy + w),
+            (cx - r, cy + w),
+            (cx - r, cy - w),
+            (cx - w, cy - w),
+        ]
     raise ValueError(shape)
 
 
@@ -62,8 +78,11 @@ def object_geometry(obj: dict[str, Any], size: int) -> tuple[float, float, float
     cell = size / 3
     r = cell * (0.28 if obj["size"] == "small" else 0.45)
     slack = cell / 2 - r
-    return ((obj["col"] + 0.5) * cell + obj["jitter"][0] * slack, (obj["row"] + 0.5) * cell + obj["jitter"][1] * slack,
-            r)
+    return (
+        (obj["col"] + 0.5) * cell + obj["jitter"][0] * slack,
+        (obj["row"] + 0.5) * cell + obj["jitter"][1] * slack,
+        r,
+    )
 
 
 def draw_shape(draw: ImageDraw.ImageDraw, shape: str, colour: str, cx: float, cy: float, r: float) -> None:

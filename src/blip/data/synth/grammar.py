@@ -26,8 +26,11 @@ from blip.data.synth.vocabulary import (
 # exactly two objects are red circles.
 def matching(scene: dict[str, Any], m: dict[str, Any]) -> list[dict[str, Any]]:
     """Objects matching a group mention's colour, shape and (if given) size."""
-    return [o for o in scene["objects"] if o["colour"] == m["colour"] and o["shape"] == m["shape"]
-            and m.get("size") in (None, o["size"])]
+    return [
+        o
+        for o in scene["objects"]
+        if o["colour"] == m["colour"] and o["shape"] == m["shape"] and m.get("size") in (None, o["size"])
+    ]
 
 
 def mention_true(scene: dict[str, Any], m: dict[str, Any]) -> bool:
@@ -71,8 +74,10 @@ def _groups(scene: dict[str, Any]) -> list[dict[str, Any]]:
     """Group mentions for every (colour, shape) in the scene, in order of first appearance, with exact counts."""
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     for o in scene["objects"]:
-        g = groups.setdefault((o["colour"], o["shape"]), {"type": "group", "count": 0, "colour": o["colour"],
-                                                           "shape": o["shape"], "sizes": set()})
+        g = groups.setdefault(
+            (o["colour"], o["shape"]),
+            {"type": "group", "count": 0, "colour": o["colour"], "shape": o["shape"], "sizes": set()},
+        )
         g["count"] += 1
         g["sizes"].add(o["size"])
     return list(groups.values())
@@ -91,8 +96,9 @@ def render(form: dict[str, Any], mentions: list[dict[str, Any]], seed: int) -> s
         groups = [m for m in mentions if m["type"] == "group"]
         text = _join([noun_phrase(rng, g) for g in groups])
         first_plural = groups[0]["count"] > 1
-        prefix = pick(rng, ("", "a picture of ", "an image of ", "a photo of ",
-                             "there are " if first_plural else "there is "))
+        prefix = pick(
+            rng, ("", "a picture of ", "an image of ", "a photo of ", "there are " if first_plural else "there is ")
+        )
         text = prefix + text
         bgs = [m for m in mentions if m["type"] == "background"]
         return text + (f" on {_background_phrase(bgs[0])}" if bgs else "")
@@ -148,8 +154,9 @@ def make_caption(scene: dict[str, Any], rng: np.random.Generator, kinds: tuple[s
         g = pick(rng, singles)
         obj = matching(scene, g)[0]
         true_positions = [p for p in POSITIONS if position_true(p, obj["row"], obj["col"])]
-        mentions = [{"type": "group", "count": 1, "colour": g["colour"], "shape": g["shape"],
-                     "pos": pick(rng, true_positions)}]
+        mentions = [
+            {"type": "group", "count": 1, "colour": g["colour"], "shape": g["shape"], "pos": pick(rng, true_positions)}
+        ]
     elif kind == "relation":
         a, b = pick(rng, pairs)
         oa, ob = matching(scene, a)[0], matching(scene, b)[0]

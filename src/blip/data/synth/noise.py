@@ -21,8 +21,7 @@ from blip.data.synth.vocabulary import (
 )
 
 
-def flip_attribute(scene: dict[str, Any], caption: Caption, attribute: str,
-                   rng: np.random.Generator) -> Caption | None:
+def flip_attribute(scene: dict[str, Any], caption: Caption, attribute: str, rng: np.random.Generator) -> Caption | None:
     """The caption with one attribute (colour, shape, count, position) changed so that it is false; None if the
     caption has no such attribute."""
     mentions = json.loads(json.dumps(caption.mentions))  # deep copy
@@ -71,8 +70,9 @@ def truncate(text: str, rng: np.random.Generator) -> str:
     return cut
 
 
-def make_web_text(index: int, scenes: list[dict[str, Any]], clean: list[Caption], noise: float,
-                  seed: int) -> dict[str, Any]:
+def make_web_text(
+    index: int, scenes: list[dict[str, Any]], clean: list[Caption], noise: float, seed: int
+) -> dict[str, Any]:
     """The web alt-text of web image `index` and its ground-truth noise label."""
     rng = np.random.default_rng([seed, STREAM_WEB, index])
     scene, caption = scenes[index], clean[index]

@@ -32,8 +32,12 @@ def position_true(pos: str, row: int, col: int) -> bool:
 
 def relation_true(rel: str, a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether object a stands in relation `rel` to object b."""
-    return {"left_of": a["col"] < b["col"], "right_of": a["col"] > b["col"],
-            "above": a["row"] < b["row"], "below": a["row"] > b["row"]}[rel]
+    return {
+        "left_of": a["col"] < b["col"],
+        "right_of": a["col"] > b["col"],
+        "above": a["row"] < b["row"],
+        "below": a["row"] > b["row"],
+    }[rel]
 
 
 def make_scene(rng: np.random.Generator) -> dict[str, Any]:
@@ -46,11 +50,31 @@ def make_scene(rng: np.random.Generator) -> dict[str, Any]:
         shape = objects[-1]["shape"] if objects and rng.random() < 0.35 else pick(rng, SHAPES)
         colour = objects[-1]["colour"] if objects and rng.random() < 0.35 else pick(rng, COLOURS)
         row, col = divmod(int(cells[k]), 3)
-        objects.append({"shape": shape, "colour": colour, "size": pick(rng, SIZES), "row": row, "col": col,
-                        "position": CELL_NAMES[row][col],
-                        "jitter": [float(rng.uniform(-1, 1)), float(rng.uniform(-1, 1))]})
-    relations = [[i, rel, j] for i, a in enumerate(objects) for j, b in enumerate(objects) if i != j
-                 for rel in RELATIONS if relation_true(rel, a, b)]
-    return {"background": {"colour": pick(rng, BACKGROUNDS), "texture": pick(rng, TEXTURES),
-                           "params": [float(x) for x in rng.uniform(0, 1, 3)]},
-            "objects": objects, "relations": relations}
+        objects.append(
+            {
+                "shape": shape,
+                "colour": colour,
+                "size": pick(rng, SIZES),
+                "row": row,
+                "col": col,
+                "position": CELL_NAMES[row][col],
+                "jitter": [float(rng.uniform(-1, 1)), float(rng.uniform(-1, 1))],
+            }
+        )
+    relations = [
+        [i, rel, j]
+        for i, a in enumerate(objects)
+        for j, b in enumerate(objects)
+        if i != j
+        for rel in RELATIONS
+        if relation_true(rel, a, b)
+    ]
+    return {
+        "background": {
+            "colour": pick(rng, BACKGROUNDS),
+            "texture": pick(rng, TEXTURES),
+            "params": [float(x) for x in rng.uniform(0, 1, 3)],
+        },
+        "objects": objects,
+        "relations": relations,
+    }

@@ -20,10 +20,23 @@ def make_video_scene(rng: np.random.Generator) -> dict[str, Any]:
     objects = []
     for _ in range(int(rng.integers(1, 3))):
         colour = pick(rng, [c for c in COLOURS if all(c != o["colour"] for o in objects)])
-        objects.append({"shape": pick(rng, SHAPES), "colour": colour, "direction": pick(rng, MOTIONS),
-                        "start": [float(x) for x in rng.uniform(0.2, 0.8, 2)], "size": pick(rng, SIZES)})
-    return {"background": {"colour": pick(rng, BACKGROUNDS), "texture": pick(rng, ("plain", "gradient")),
-                           "params": [float(x) for x in rng.uniform(0, 1, 3)]}, "objects": objects}
+        objects.append(
+            {
+                "shape": pick(rng, SHAPES),
+                "colour": colour,
+                "direction": pick(rng, MOTIONS),
+                "start": [float(x) for x in rng.uniform(0.2, 0.8, 2)],
+                "size": pick(rng, SIZES),
+            }
+        )
+    return {
+        "background": {
+            "colour": pick(rng, BACKGROUNDS),
+            "texture": pick(rng, ("plain", "gradient")),
+            "params": [float(x) for x in rng.uniform(0, 1, 3)],
+        },
+        "objects": objects,
+    }
 
 
 def render_video(scene: dict[str, Any], size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -68,17 +81,25 @@ def video_question(scene: dict[str, Any], rng: np.random.Generator) -> tuple[str
             if unique:
                 o = pick(rng, unique)
                 word = pick(rng, ("color", "colour"))
-                return pick(rng, (f"what {word} is the moving {o['shape']}?",
-                                   f"what {word} is the {o['shape']} that moves?")), o["colour"]
+                return pick(
+                    rng, (f"what {word} is the moving {o['shape']}?", f"what {word} is the {o['shape']} that moves?")
+                ), o["colour"]
         elif qtype == "direction":
             o = pick(rng, objs)
-            return pick(rng, (f"which direction does the {o['colour']} {o['shape']} move?",
-                               f"where does the {o['colour']} object go?")), o["direction"]
+            return pick(
+                rng,
+                (
+                    f"which direction does the {o['colour']} {o['shape']} move?",
+                    f"where does the {o['colour']} object go?",
+                ),
+            ), o["direction"]
         elif qtype == "shape":
             unique = [o for o in objs if directions.count(o["direction"]) == 1]
             if unique:
                 o = pick(rng, unique)
-                return pick(rng, (f"what shape {MOTIONS[o['direction']][0]}?",
-                                   f"what shape is the {o['colour']} thing that moves?")), o["shape"]
+                return pick(
+                    rng,
+                    (f"what shape {MOTIONS[o['direction']][0]}?", f"what shape is the {o['colour']} thing that moves?"),
+                ), o["shape"]
         else:
             return "how many objects are moving?", str(len(objs))

@@ -21,14 +21,23 @@ def make_question(scene: dict[str, Any], rng: np.random.Generator) -> tuple[str,
             if unique:
                 o = pick(rng, unique)
                 word = pick(rng, ("color", "colour"))
-                return pick(rng, (f"what {word} is the {o['shape']}?", f"which {word} is the {o['shape']}?")), \
-                    o["colour"], qtype
+                return (
+                    pick(rng, (f"what {word} is the {o['shape']}?", f"which {word} is the {o['shape']}?")),
+                    o["colour"],
+                    qtype,
+                )
         elif qtype == "shape":
             unique = [o for o in objs if colours.count(o["colour"]) == 1]
             if unique:
                 o = pick(rng, unique)
-                return pick(rng, (f"what shape is the {o['colour']} object?",
-                                   f"what is the shape of the {o['colour']} thing?")), o["shape"], qtype
+                return (
+                    pick(
+                        rng,
+                        (f"what shape is the {o['colour']} object?", f"what is the shape of the {o['colour']} thing?"),
+                    ),
+                    o["shape"],
+                    qtype,
+                )
         elif qtype == "count":
             what = pick(rng, ("colour", "shape", "all"))
             if what == "colour":
@@ -37,8 +46,11 @@ def make_question(scene: dict[str, Any], rng: np.random.Generator) -> tuple[str,
             if what == "shape":
                 s = pick(rng, SHAPES) if rng.random() < 0.3 else pick(rng, shapes)
                 return f"how many {plural(s)} are there?", str(shapes.count(s)), qtype
-            return pick(rng, ("how many objects are there?", "how many shapes are in the image?")), \
-                str(len(objs)), qtype
+            return (
+                pick(rng, ("how many objects are there?", "how many shapes are in the image?")),
+                str(len(objs)),
+                qtype,
+            )
         elif qtype == "existence":
             if rng.random() < 0.5:
                 o = pick(rng, objs)
@@ -61,8 +73,13 @@ ANSWER_ALTERNATIVES = {"purple": "violet", "1": "one", "2": "two", "3": "three",
 
 def annotator_answers(answer: str, qtype: str, rng: np.random.Generator) -> list[str]:
     """Ten annotator answers: mostly the true one, a few synonyms or mistakes (as VQA annotators disagree)."""
-    wrong = {"colour": list(COLOURS), "shape": list(SHAPES), "count": ["0", "1", "2", "3", "4"],
-             "existence": ["yes", "no"], "position": [n for row in CELL_NAMES for n in row]}[qtype]
+    wrong = {
+        "colour": list(COLOURS),
+        "shape": list(SHAPES),
+        "count": ["0", "1", "2", "3", "4"],
+        "existence": ["yes", "no"],
+        "position": [n for row in CELL_NAMES for n in row],
+    }[qtype]
     answers = [answer] * 10
     for i in rng.permutation(10)[: pick(rng, (0, 0, 0, 0, 1, 1, 2, 3))]:
         alt = ANSWER_ALTERNATIVES.get(answer)

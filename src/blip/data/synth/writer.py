@@ -59,8 +59,15 @@ def _image_job(args: tuple[int, int, int, str, str]) -> dict[str, Any]:
     if split != "web":
         for q in range(QUESTIONS_PER_IMAGE):
             question, answer, qtype = make_question(scene, rng)
-            questions.append({"question_id": index * QUESTIONS_PER_IMAGE + q, "question": question,
-                              "answer": annotator_answers(answer, qtype, rng), "image": path, "dataset": "vqa"})
+            questions.append(
+                {
+                    "question_id": index * QUESTIONS_PER_IMAGE + q,
+                    "question": question,
+                    "answer": annotator_answers(answer, qtype, rng),
+                    "image": path,
+                    "dataset": "vqa",
+                }
+            )
     for o in scene["objects"]:
         del o["jitter"]
     scene.update(image=path, image_id=str(index), split=split)
@@ -129,8 +136,16 @@ def _map(func: Any, jobs: list[Any], workers: int) -> list[Any]:
         return pool.map(func, jobs, chunksize=max(16, len(jobs) // (workers * 8)))
 
 
-def generate(out: str | os.PathLike, num_images: int = 1000, seed: int = 0, noise: float = 0.3, size: int = 64,
-             num_videos: int | None = None, workers: int | None = None, web_fraction: float = 0.5) -> dict[str, Any]:
+def generate(
+    out: str | os.PathLike,
+    num_images: int = 1000,
+    seed: int = 0,
+    noise: float = 0.3,
+    size: int = 64,
+    num_videos: int | None = None,
+    workers: int | None = None,
+    web_fraction: float = 0.5,
+) -> dict[str, Any]:
     """Write the synthetic world to `out` (layout in blip/data/synth/__init__.py) and return its manifest.
 
     `web_fraction` of the images are web images (one noisy text each); the paper's web data outnumbers its human
@@ -157,21 +172,38 @@ def generate(out: str | os.PathLike, num_images: int = 1000, seed: int = 0, nois
     by_split: dict[str, list[int]] = {name: [] for name in sizes}
     for i, s in enumerate(scenes):
         by_split[s["split"]].append(i)
-    train = [{"image": scenes[i]["image"], "caption": c.text, "image_id": scenes[i]["image_id"]}
-             for i in by_split["train"] for c in results[i]["captions"]]
+    train = [
+        {"image": scenes[i]["image"], "caption": c.text, "image_id": scenes[i]["image_id"]}
+        for i in by_split["train"]
+        for c in results[i]["captions"]
+    ]
     _dump(out_path, "coco_karpathy_train.json", train, files)
     for name in ("val", "test"):
-        _dump(out_path, f"coco_karpathy_{name}.json",
-              [{"image": scenes[i]["image"], "caption": [c.text for c in results[i]["captions"]]}
-               for i in by_split[name]], files)
+        _dump(
+            out_path,
+            f"coco_karpathy_{name}.json",
+            [
+                {"image": scenes[i]["image"], "caption": [c.text for c in results[i]["captions"]]}
+                for i in by_split[name]
+            ],
+            files,
+        )
 
     web_scenes = [scenes[i] for i in by_split["web"]]
     web_clean = [results[i]["captions"][0] for i in by_split["web"]]
     labels = []
     for k, i in enumerate(by_split["web"]):
         label = make_web_text(k, web_scenes, web_clean, noise, seed)
-        labels.append({"image": scenes[i]["image"], "caption": label["caption"], "noisy": label["noisy"],
-                       "kind": label["kind"], "attribute": label["attribute"], "clean_caption": web_clean[k].text})
+        labels.append(
+            {
+                "image": scenes[i]["image"],
+                "caption": label["caption"],
+                "noisy": label["noisy"],
+                "kind": label["kind"],
+                "attribute": label["attribute"],
+                "clean_caption": web_clean[k].text,
+            }
+        )
     web = [{"image": lab["image"], "caption": lab["caption"]} for lab in labels]
     _dump(out_path, "web.json", web, files)
     _dump(out_path, "web_noise_labels.json", labels, files)
@@ -192,8 +224,14 @@ def generate(out: str | os.PathLike, num_images: int = 1000, seed: int = 0, nois
                 sentence, label = make_statement(scenes[left], scenes[right], rng)
                 if label == want:
                     break
-            statements.append({"images": [scenes[left]["image"], scenes[right]["image"]], "sentence": sentence,
-                               "label": str(label), "identifier": f"{name}-{k}"})
+            statements.append(
+                {
+                    "images": [scenes[left]["image"], scenes[right]["image"]],
+                    "sentence": sentence,
+                    "label": str(label),
+                    "identifier": f"{name}-{k}",
+                }
+            )
         _dump(out_path, f"nlvr2/nlvr_{name}.json", statements, files)
 
     num_videos = max(4, num_images // 50) if num_videos is None else num_videos
@@ -202,35 +240,67 @@ def generate(out: str | os.PathLike, num_images: int = 1000, seed: int = 0, nois
         videos = _map(_video_job, [(v, seed, size, str(out_path)) for v in range(num_videos)], workers)
         vsplits = ["test" if v % 5 == 0 else "validate" if v % 10 == 1 else "train" for v in range(num_videos)]
         _dump(out_path, "video_scenes.json", [v["scene"] for v in videos], files)
-        info = {"videos": [{"video_id": v["scene"]["video_id"], "split": s, "video": v["scene"]["video"]}
-                           for v, s in zip(videos, vsplits)],
-                "sentences": [{"video_id": v["scene"]["video_id"], "caption": c, "sen_id": 5 * k + j}
-                              for k, v in enumerate(videos) for j, c in enumerate(v["captions"])]}
+        info = {
+            "videos": [
+                {"video_id": v["scene"]["video_id"], "split": s, "video": v["scene"]["video"]}
+                for v, s in zip(videos, vsplits)
+            ],
+            "sentences": [
+                {"video_id": v["scene"]["video_id"], "caption": c, "sen_id": 5 * k + j}
+                for k, v in enumerate(videos)
+                for j, c in enumerate(v["captions"])
+            ],
+        }
         _dump(out_path, "msrvtt/videodatainfo.json", info, files)
         files["msrvtt/videodatainfo.json"]["records"] = len(info["sentences"])
-        _dump(out_path, "msrvtt/msrvtt_test.jsonl",
-              [{"clip_name": v["scene"]["video_id"], "caption": v["captions"][0]}
-               for v, s in zip(videos, vsplits) if s == "test"], files)
+        _dump(
+            out_path,
+            "msrvtt/msrvtt_test.jsonl",
+            [
+                {"clip_name": v["scene"]["video_id"], "caption": v["captions"][0]}
+                for v, s in zip(videos, vsplits)
+                if s == "test"
+            ],
+            files,
+        )
         for name in ("train", "test"):
             qa = [(v, q) for v, s in zip(videos, vsplits) if s == name for q in v["questions"]]
-            _dump(out_path, f"msrvtt/msrvtt_qa_{name}.json",
-                  [{"video": f"{v['scene']['video_id']}.mp4", "question": q, "answer": a, "question_id": i}
-                   for i, (v, (q, a)) in enumerate(qa)], files)
+            _dump(
+                out_path,
+                f"msrvtt/msrvtt_qa_{name}.json",
+                [
+                    {"video": f"{v['scene']['video_id']}.mp4", "question": q, "answer": a, "question_id": i}
+                    for i, (v, (q, a)) in enumerate(qa)
+                ],
+                files,
+            )
 
     # One vocabulary for every task of this world (captions, web texts, questions, answers, statements), so a
     # model pretrained here can also spell the VQA answers and NLVR2 statements.
     from blip.tokenizer import Tokenizer
 
-    texts = [t for rel in files if rel.endswith((".json", ".jsonl"))
-             and not rel.startswith(("scenes", "video_scenes", "web_noise_labels"))
-             for t in _strings(_load_dumped(out_path / rel))]
+    texts = [
+        t
+        for rel in files
+        if rel.endswith((".json", ".jsonl")) and not rel.startswith(("scenes", "video_scenes", "web_noise_labels"))
+        for t in _strings(_load_dumped(out_path / rel))
+    ]
     Tokenizer.from_texts(texts).save(out_path / "tokenizer")
 
     image_bytes = sum((out_path / s["image"]).stat().st_size for s in scenes)
-    manifest = {"format": "blip-synth", "version": 1, "seed": seed, "noise": noise, "image_size": size,
-                "num_images": num_images, "num_videos": num_videos, "splits": sizes, "video_root": "videos",
-                "noisy_web_texts": sum(lab["noisy"] for lab in labels),
-                "images": {"dir": "images", "count": num_images, "bytes": image_bytes},
-                "files": dict(sorted(files.items()))}
+    manifest = {
+        "format": "blip-synth",
+        "version": 1,
+        "seed": seed,
+        "noise": noise,
+        "image_size": size,
+        "num_images": num_images,
+        "num_videos": num_videos,
+        "splits": sizes,
+        "video_root": "videos",
+        "noisy_web_texts": sum(lab["noisy"] for lab in labels),
+        "images": {"dir": "images", "count": num_images, "bytes": image_bytes},
+        "files": dict(sorted(files.items())),
+    }
     _dump(out_path, "manifest.json", manifest, {})
     return manifest
