@@ -78,14 +78,14 @@ def tiny_model(root: Path) -> Path:
 
 
 def caption_folder(
-    model_dir: Path, folder: Path, out: Path | None, workers: int, batch: int = 8, beams: int = 3
-) -> tuple[int, float]:
-    """(records, seconds) of run_caption over a folder."""
+    model_dir: Path | object, folder: Path, out: Path | None, workers: int, batch: int = 8, beams: int = 3
+) -> tuple[list[str], float]:
+    """(captions in file order, seconds) of run_caption over a folder; model_dir may be an already loaded Blip."""
     import blip
     from blip.inference.caption import CaptionJob, run_caption
 
-    model = blip.load(str(model_dir))
-    n = []
+    model = blip.load(str(model_dir)) if isinstance(model_dir, Path) else model_dir
+    records = []
     job = CaptionJob(
         sources=[str(folder)],
         out=str(out) if out else None,
@@ -95,8 +95,11 @@ def caption_folder(
         progress_every=1e9,
     )
     t0 = time.perf_counter()
-    result = run_caption(job, model, emit=None if out else n.append)
-    return (result.written if out else len(n)), time.perf_counter() - t0
+    result = run_caption(job, model, emit=None if out else records.append)
+    seconds = time.perf_counter() - t0
+    if out:
+        return [""] * result.written, seconds
+    return [r["caption"] for r in sorted(records, key=lambda r: r["image"])], seconds
 
 
 def rss_child(model_dir: Path, folder: Path, out: Path) -> None:
@@ -104,7 +107,8 @@ def rss_child(model_dir: Path, folder: Path, out: Path) -> None:
 
     blip.load(str(model_dir))  # imports and a model: the peak before any image is read
     before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    records, seconds = caption_folder(model_dir, folder, out, workers=0)
+    captions, seconds = caption_folder(model_dir, folder, out, workers=0)
+    records = len(captions)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         json.dumps(
@@ -157,31 +161,91 @@ def base_models(root: Path) -> Path:
     return folder
 
 
-def transformers_loop(model_dir: Path, folder: Path, batch: int = 8) -> tuple[int, float]:
-    """The plain loop users write: open files, BlipProcessor, generate (beam 3, max 20, min 5)."""
+def transformers_model(model_dir: Path):
+    """transformers' captioner and the processor a user builds for it."""
     from transformers import BertTokenizerFast, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
 
     model = BlipForConditionalGeneration.from_pretrained(model_dir).eval()
-    tokenizer = BertTokenizerFast(vocab_file=str(model_dir / "vocab.txt"))
+    # transformers 5 reads a vocab.txt given as `vocab=`; with `vocab_file=` it silently builds a 5-token vocabulary
+    tokenizer = BertTokenizerFast(vocab=str(model_dir / "vocab.txt"))
     processor = BlipProcessor(
         image_processor=BlipImageProcessor(size={"height": 384, "width": 384}), tokenizer=tokenizer
     )
+    return model, processor
+
+
+def transformers_loop(model, processor, folder: Path, batch: int = 8) -> tuple[list[str], float]:
+    """The plain loop users write: open files, BlipProcessor, generate (beam 3, max 20, min 5)."""
     paths = sorted(folder.glob("*.jpg"))
     t0 = time.perf_counter()
-    n = 0
+    captions = []
     with torch.no_grad():
         for s in range(0, len(paths), batch):
             images = [Image.open(p).convert("RGB") for p in paths[s : s + batch]]
             inputs = processor(images=images, text=["a picture of"] * len(images), return_tensors="pt")
             out = model.generate(**inputs, num_beams=3, max_length=20, min_length=5)
-            n += len(processor.batch_decode(out, skip_special_tokens=True))
-    return n, time.perf_counter() - t0
+            captions += processor.batch_decode(out, skip_special_tokens=True)
+    return captions, time.perf_counter() - t0
+
+
+def speed(root: Path, images: int, chunks: int) -> dict:
+    """Both sides over the same files, alternating chunk by chunk so that a change in the machine's load hits both."""
+    import blip
+
+    base = base_models(root)
+    folder = photo_folder(root, images)
+    paths = sorted(folder.glob("*.jpg"))
+    ours_model = blip.load(str(base))
+    theirs_model, processor = transformers_model(base)
+    warm = root / "speed_warmup"
+    if not warm.exists():
+        warm.mkdir()
+        for p in paths[:8]:
+            os.link(p, warm / p.name)
+    caption_folder(ours_model, warm, None, workers=1)  # first calls pay one-off allocations: time neither
+    transformers_loop(theirs_model, processor, warm)
+    ours_s = theirs_s = 0.0
+    same = 0
+    per_chunk = []
+    for c in range(chunks):
+        sub = root / f"speed{images}_{c}"
+        if not sub.exists():
+            sub.mkdir()
+            for p in paths[c::chunks]:
+                os.link(p, sub / p.name)
+        runs = {}
+        for side in ("ours", "theirs") if c % 2 == 0 else ("theirs", "ours"):
+            if side == "ours":
+                runs[side] = caption_folder(ours_model, sub, None, workers=1)
+            else:
+                runs[side] = transformers_loop(theirs_model, processor, sub)
+        ours_s += runs["ours"][1]
+        theirs_s += runs["theirs"][1]
+        # ours prepends nothing: transformers' decode keeps the prompt, so compare what follows it
+        same += sum(a == b.removeprefix("a picture of").strip() for a, b in zip(runs["ours"][0], runs["theirs"][0]))
+        per_chunk.append(
+            {
+                "ours_s": round(runs["ours"][1], 1),
+                "theirs_s": round(runs["theirs"][1], 1),
+                "loadavg": os.getloadavg()[0],
+            }
+        )
+        print(json.dumps({"speed_chunk": c, **per_chunk[-1]}), flush=True)
+    return {
+        "images": len(paths),
+        "blip_images_per_s": round(len(paths) / ours_s, 3),
+        "transformers_images_per_s": round(len(paths) / theirs_s, 3),
+        "ratio": round(theirs_s / ours_s, 2),
+        "identical_captions": same,
+        "loadavg_end": os.getloadavg(),
+    }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rss", type=int, nargs="*", default=[200, 2000], help="collection sizes for the RSS test")
     p.add_argument("--speed-images", type=int, default=16, help="images per side for the base preset (0: skip)")
+    p.add_argument("--speed-chunks", type=int, default=4, help="the speed run alternates the two sides over chunks")
     p.add_argument("--worker-images", type=int, default=200, help="images per worker count (0: skip)")
     p.add_argument("--root", type=Path, default=None, help="scratch folder (default: a temporary one)")
     p.add_argument("--threads", type=int, default=2)
@@ -217,30 +281,14 @@ def main() -> None:
     if args.worker_images:
         folder = photo_folder(args.root, args.worker_images)
         for workers in (0, 1, 2):
-            n, seconds = caption_folder(tiny, folder, None, workers)
+            captions, seconds = caption_folder(tiny, folder, None, workers)
+            n = len(captions)
             print(
                 json.dumps({"workers": {"workers": workers, "images": n, "images_per_s": round(n / seconds, 2)}}),
                 flush=True,
             )
     if args.speed_images:
-        base = base_models(args.root)
-        folder = photo_folder(args.root, args.speed_images)
-        ours_n, ours_s = caption_folder(base, folder, None, workers=1)
-        theirs_n, theirs_s = transformers_loop(base, folder)
-        print(
-            json.dumps(
-                {
-                    "speed": {
-                        "images": ours_n,
-                        "blip_images_per_s": round(ours_n / ours_s, 3),
-                        "transformers_images_per_s": round(theirs_n / theirs_s, 3),
-                        "ratio": round((ours_n / ours_s) / (theirs_n / theirs_s), 2),
-                        "loadavg_end": os.getloadavg(),
-                    }
-                }
-            ),
-            flush=True,
-        )
+        print(json.dumps({"speed": speed(args.root, args.speed_images, args.speed_chunks)}), flush=True)
     if tmp is not None:
         tmp.cleanup()
 

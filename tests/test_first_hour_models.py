@@ -197,6 +197,11 @@ def test_api_reports_a_bad_file_per_item(hf_models, tmp_path):
     answers = vqa.ask([good, tmp_path / "bad.jpg"], "is there a dog?", on_error="report")
     assert answers[0].error is None and answers[0].text == vqa.ask(good, "is there a dog?")[0].text
     assert "not an image" in answers[1].error
+    ranked = vqa.ask([tmp_path / "bad.jpg", good], "is there a dog?", answers=["yes", "no"], top=2, on_error="report")
+    assert len(ranked[0]) == 1 and "not an image" in ranked[0][0].error
+    assert [a.text for a in ranked[1]] == [
+        a.text for a in vqa.ask(good, "is there a dog?", answers=["yes", "no"], top=2)[0]
+    ]
     scores = blip.load(hf_models["retrieval"][1]).match([tmp_path / "gone.png", good], "a dog", on_error="report")
     assert "no such file" in scores[0]["error"] and set(scores[1]) == {"itm", "itc"}
     with pytest.raises(BlipError, match="on_error"):

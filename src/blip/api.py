@@ -478,7 +478,9 @@ class Blip:
                 if good
                 else []
             )
-            return [Answer("", -math.inf, error=errors[i]) if i in errors else next(done) for i in range(len(images))]
+            # with `top`, every question gets a list, so an unusable image gets a list of its one error answer
+            failed = {i: Answer("", -math.inf, error=e) for i, e in errors.items()}
+            return [([failed[i]] if top else failed[i]) if i in failed else next(done) for i in range(len(images))]
         out: list[Answer] = []
         for s in _batches(len(questions), batch_size):
             with self.autocast():
