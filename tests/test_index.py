@@ -209,6 +209,11 @@ def test_index_of_another_model_is_refused(hf_models, collection, tmp_path, caps
         blip.load(other).index(collection, tmp_path / "idx")
     with pytest.raises(BlipError, match="image size 32, this model's is 48"):
         index.search(blip.load(folder, image_size=48), text="a dog")
+    # the same weights in bf16 may search the float32 index, with the same top hit, but not add to it
+    bf16 = blip.load(folder, dtype="bfloat16")
+    assert index.search(bf16, text="a dog")[0].key == index.search(blip.load(folder), text="a dog")[0].key
+    with pytest.raises(BlipError, match="built in float32 and this model runs in bfloat16"):
+        bf16.index(collection, tmp_path / "idx")
     capsys.readouterr()
     code = main(["search", str(tmp_path / "idx"), "a dog", "--model", str(other)])
     err = capsys.readouterr().err.strip()

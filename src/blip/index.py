@@ -117,33 +117,54 @@ ITC_MODULES = ("visual_encoder.", "vision_proj.", "text_encoder.", "text_proj.")
 
 
 def fingerprint(model: Blip) -> dict[str, Any]:
-    """The ITC configuration and a SHA-256 of the weights that make ITC features (computed once per model)."""
+    """The ITC configuration, the dtype it runs in and SHA-256s of the weights that make ITC features (once per model).
+
+    `weights` hashes the weights rounded to bfloat16 (rounding twice changes nothing), so one file loaded in float32
+    and with --dtype bfloat16 has one `weights` hash; `weights_exact` hashes them as they are, in float32 only, and
+    tells apart float32 models that differ below bfloat16's precision.
+    """
     m = model.model
     if m not in _FINGERPRINTS:
-        h = hashlib.sha256()
+        rounded, exact = hashlib.sha256(), hashlib.sha256()
         for name, t in sorted(m.state_dict().items()):
             if name.startswith(ITC_MODULES):
-                h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-                h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+                for h, v in ((rounded, t.bfloat16().float()), (exact, t.float())):
+                    h.update(f"{name}:{tuple(t.shape)}".encode())
+                    h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
         cfg = m.cfg.to_dict()
         _FINGERPRINTS[m] = {
             "image_size": cfg["vision"]["image_size"],
             "embed_dim": cfg["embed_dim"],
             "vision": cfg["vision"],
             "text": cfg["text"],
-            "weights": h.hexdigest(),
+            "weights": rounded.hexdigest(),
+            "weights_exact": exact.hexdigest() if model.dtype == "float32" else None,
+            "dtype": model.dtype,
         }
     return _FINGERPRINTS[m]
 
 
-def check_fingerprint(root: Path, built: dict[str, Any], mine: dict[str, Any]) -> None:
-    """Refuse, in one line, a model whose features are not those the index holds."""
+def check_fingerprint(root: Path, built: dict[str, Any], mine: dict[str, Any], writing: bool = True) -> None:
+    """Refuse, in one line, a model whose features are not those the index holds.
+
+    Searching may use another dtype than building (a bf16 query against fp32 features ranks as well, to bf16's
+    precision); adding to an index may not, so that every vector in it comes from one computation.
+    """
+    if None in (built.get("weights_exact"), mine["weights_exact"]):
+        built, mine = {**built, "weights_exact": None}, {**mine, "weights_exact": None}
+    if not writing:
+        built, mine = {**built, "dtype": None}, {**mine, "dtype": None}
     if built == mine:
         return
     if built.get("image_size") != mine["image_size"]:
         why = f"image size {built.get('image_size')}, this model's is {mine['image_size']}"
-    elif built.get("weights") != mine["weights"]:
+    elif built.get("weights") != mine["weights"] or built.get("weights_exact") != mine["weights_exact"]:
         why = f"weights {str(built.get('weights'))[:12]}, this model's are {mine['weights'][:12]}"
+    elif built.get("dtype") != mine["dtype"]:
+        raise BlipError(
+            f"{root}: this index was built in {built.get('dtype')} and this model runs in {mine['dtype']}; "
+            f"add to it with --dtype {built.get('dtype')}, or build a new index folder"
+        )
     else:
         why = "another configuration"
     raise BlipError(f"{root}: this index was built with another model ({why}); use that model or a new index folder")
@@ -609,7 +630,7 @@ class Index:
             raise BlipError("search needs exactly one of a text or an image")
         if top_k < 1 or rerank_k < 0:
             raise BlipError("top_k must be positive and rerank_k not negative")
-        check_fingerprint(self.root, self.manifest["fingerprint"], fingerprint(model))
+        check_fingerprint(self.root, self.manifest["fingerprint"], fingerprint(model), writing=False)
         if text is not None:
             text = pre_caption(text, MAX_WORDS)
             query = model.text_features([text])[0].numpy()
