@@ -170,3 +170,22 @@ def test_an_unknown_format_fails_in_one_line_naming_the_formats(tmp_path):
     save_file({"text_model.embeddings.token_embedding.weight": torch.zeros(4, 2)}, tmp_path / "clip/model.safetensors")
     assert "not a BLIP checkpoint" in one_line_error(tmp_path / "clip")
     assert read_state_dict(tmp_path / "other.pth").keys() == {"encoder.weight"}  # the file itself was readable
+
+
+def test_a_model_transformers_has_no_class_for_is_refused_in_one_line(hf_models, tmp_path):
+    # A pretraining model (here a caption model grown to every part) has no single transformers class.
+    model, tok, _ = load_checkpoint(hf_models["caption"][1], task="pretrain", allow_missing=True)
+    for task in (None, "pretrain"):
+        with pytest.raises(BlipError, match=r"^model has parts .*; pass task=caption, retrieval or vqa") as e:
+            export_transformers(model, tok, tmp_path / "out", task=task)
+        assert "\n" not in str(e.value)
+    assert export_transformers(model, tok, tmp_path / "out", task="caption") == HF_CLASSES["caption"]
+
+
+def test_convert_names_an_unknown_format_in_one_line(tmp_path, capsys):
+    from blip.cli import main
+
+    torch.save({"model": {"encoder.weight": torch.zeros(2, 2)}}, tmp_path / "other.pth")
+    assert main(["convert", str(tmp_path / "other.pth"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "not a BLIP checkpoint" in err and not (tmp_path / "out").exists()

@@ -159,6 +159,13 @@ _HF_ARCH = {
     "retrieval": "BlipForImageTextRetrieval",
     "vqa": "BlipForQuestionAnswering",
 }
+# The tensors of each part; a transformers class holds its task's parts and the vision tower, no ITC temperature.
+_PART_PREFIXES = {
+    "text_encoder": ("text_encoder.",),
+    "text_decoder": ("text_decoder.",),
+    "itc": ("vision_proj.", "text_proj."),
+    "itm": ("itm_head.",),
+}
 
 
 class TransformersAdapter(Adapter):
@@ -172,24 +179,15 @@ class TransformersAdapter(Adapter):
         """The tensors and config of the transformers class for `task` (by default the one the parts make)."""
         if task is None:
             task = next((t for t in ("vqa", "caption", "retrieval") if set(TASK_PARTS[t]) == set(cfg.parts)), None)
-            if task is None:
-                raise CheckpointError(
-                    f"model has parts {cfg.parts}; pass task=caption, retrieval or vqa to export one"
-                )
+        if task not in _HF_ARCH:
+            raise CheckpointError(f"model has parts {cfg.parts}; pass task=caption, retrieval or vqa to export one")
         needed = set(TASK_PARTS[task])
         if not needed <= set(cfg.parts):
             raise CheckpointError(
                 f"cannot export a {task} model: it needs {sorted(needed)}, model has {list(cfg.parts)}"
             )
-        keep = tuple(
-            p
-            for p in ("text_encoder", "text_decoder", "vision_proj", "text_proj", "itm_head")
-            if (p in needed)
-            or (p in ("vision_proj", "text_proj") and "itc" in needed)
-            or (p == "itm_head" and "itm" in needed)
-        )
-        sd = {k: v for k, v in sd.items() if k.startswith(("visual_encoder.",) + keep)}
-        sd = {k: v for k, v in self.keys_from_ours(sd).items() if k != "temp"}
+        keep = ("visual_encoder.",) + tuple(prefix for part in sorted(needed) for prefix in _PART_PREFIXES[part])
+        sd = self.keys_from_ours({k: v for k, v in sd.items() if k.startswith(keep)})
         meta = {"architectures": [_HF_ARCH[task]], **self.write_config(cfg)}
         # transformers records the tensors' dtype, and loads in it when asked for dtype="auto".
         meta["dtype"] = str(next(iter(sd.values())).dtype).removeprefix("torch.")
