@@ -189,3 +189,15 @@ def test_convert_names_an_unknown_format_in_one_line(tmp_path, capsys):
     assert main(["convert", str(tmp_path / "other.pth"), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "not a BLIP checkpoint" in err and not (tmp_path / "out").exists()
+
+
+def test_a_broken_config_json_fails_in_one_line(hf_models, tmp_path):
+    model, tok, _ = load_checkpoint(hf_models["caption"][1])
+    save_pretrained(model, tok, tmp_path / "own")
+    config = tmp_path / "own" / "config.json"
+    saved = json.loads(config.read_text())
+    saved["config"]["vision"]["widht"] = 64  # a misspelt field
+    config.write_text(json.dumps(saved))
+    assert "widht" in one_line_error(tmp_path / "own")
+    config.write_text('{"format": "blip", "config": ')  # cut short
+    assert one_line_error(tmp_path / "own").startswith(f"{config}: not a JSON file")

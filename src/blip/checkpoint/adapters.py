@@ -147,7 +147,10 @@ class OwnAdapter(Adapter):
 
     def config(self, sd: StateDict, meta: Meta | None) -> BlipConfig:
         """The saved config, unknown keys an error."""
-        return BlipConfig.from_dict(meta["config"])
+        try:
+            return BlipConfig.from_dict(meta["config"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"config.json of a blip folder: no valid config ({type(e).__name__}: {e})") from None
 
     def from_ours(self, sd: StateDict, cfg: BlipConfig, task: str | None = None) -> tuple[StateDict, Meta]:
         """Every tensor, and the config as it is (the format holds any parts, so `task` is not needed)."""

@@ -66,7 +66,12 @@ def read_source(path: Path) -> tuple[dict[str, Any] | None, dict[str, torch.Tens
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise CheckpointError(f"{path}: folder has no config.json")
-    meta = json.loads(cfg_file.read_text())
+    try:
+        meta = json.loads(cfg_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{cfg_file}: not a JSON file ({e})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{cfg_file}: not a JSON object")
     return meta, read_state_dict(weights_file(path))
 
 
