@@ -97,7 +97,8 @@ def chain_recipe(
     """The chain recipe (tasks/chain.py) of the miniature; configs/chain_tiny_synth.yaml is the same for data/synth
     (evaluated on its test split)."""
     human = [{"reader": "karpathy", "path": str(synth / "coco_karpathy_train.json"), "image_root": str(synth)}]
-    finetune = {**WHOLE_IMAGE, "queue_size": 48, "momentum": 0.95, "data": human, "train": _finetune_train(cfg)}
+    caption = {**WHOLE_IMAGE, "data": human, "train": _finetune_train(cfg)}
+    retrieval = {**caption, "queue_size": 48, "momentum": 0.95}
     test = str(synth / test_file)
     return {
         "out": str(out),
@@ -112,8 +113,8 @@ def chain_recipe(
             "data": [{"reader": "pretrain_json", "path": str(synth / "pretrain.json"), "image_root": str(synth)}],
             "train": _train(cfg, cfg.pretrain_steps, 1e-3),
         },
-        "captioner": finetune,
-        "filter": finetune,
+        "captioner": caption,
+        "filter": retrieval,
         "capfilt": {
             "web": [str(synth / "web.json")],
             "image_root": str(synth),
@@ -125,7 +126,7 @@ def chain_recipe(
         },
         "evaluate": [
             {"task": "retrieval", "data": test, "image_root": str(synth), "k_test": cfg.k_test},
-            {"task": "caption", "data": test, "image_root": str(synth), "finetune": finetune, "meteor": False},
+            {"task": "caption", "data": test, "image_root": str(synth), "finetune": caption, "meteor": False},
         ],
     }
 
