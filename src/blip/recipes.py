@@ -27,6 +27,7 @@ ALPHA = 0.4  # weight of the momentum distillation targets
 TEXT_TOKENS = 35  # retrieval texts and VQA questions: [CLS]/[ENC] + words + [SEP], truncated to 35 tokens
 CAPTION_WORDS = 30  # image captions are cleaned to 30 words (pre_caption)
 PROMPT = "a picture of "  # the captioner's prompt, excluded from its loss
+K_TEST = 256  # image-text retrieval: each query's ITC top k re-ranked by ITM
 
 R = TypeVar("R")
 
@@ -363,7 +364,7 @@ class EvalStep(Recipe):
     finetune: FinetuneRecipe | None = field(
         default=None, metadata={"recipe_by": lambda entry: finetune_recipe(str(entry.get("task"))) | None}
     )
-    k_test: int = 256  # retrieval: candidates re-ranked by ITM
+    k_test: int = K_TEST
     meteor: bool = True  # caption: METEOR needs Java and is slow
 
     def __post_init__(self) -> None:

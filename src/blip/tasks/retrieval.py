@@ -22,7 +22,7 @@ from blip.images import load_image
 from blip.model.blip import BlipModel
 from blip.model.config import for_task
 from blip.progress import Progress
-from blip.recipes import CAPTION_WORDS, TEXT_TOKENS, RetrievalRecipe
+from blip.recipes import CAPTION_WORDS, K_TEST, TEXT_TOKENS, RetrievalRecipe
 from blip.tasks.common import FinetuneTask, Parts, image_transform, load_init, read_sources
 from blip.tokenizer import Tokenizer
 from blip.training.retrieval import BlipRetrievalTrain
@@ -31,7 +31,7 @@ from blip.training.trainer import StepInfo
 
 @torch.no_grad()
 def retrieval_scores(
-    model: Blip, rs: RetrievalSet, k_test: int = 256, batch_size: int = 64, max_words: int = CAPTION_WORDS
+    model: Blip, rs: RetrievalSet, k_test: int = K_TEST, batch_size: int = 64, max_words: int = CAPTION_WORDS
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(image->text, text->image) score matrices of the reference's two-stage protocol."""
     m, device = model.model, model.device
@@ -75,7 +75,7 @@ def two_stage_retrieval(
 
 
 def evaluate_retrieval(
-    model: Blip, annotation: str, image_root: str = "", k_test: int = 256, batch_size: int = 64
+    model: Blip, annotation: str, image_root: str = "", k_test: int = K_TEST, batch_size: int = 64
 ) -> dict[str, Any]:
     """Karpathy-protocol recalls (txt_r1 ... r_mean) of a model on a val/test annotation file."""
     rs = read_karpathy_eval(annotation, image_root=image_root)
