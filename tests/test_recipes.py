@@ -173,3 +173,23 @@ def test_a_parsed_recipe_is_taken_as_it_is_and_replaced_field_by_field():
     assert RetrievalRecipe.parse(r) is r
     moved = dataclasses.replace(r, train=dataclasses.replace(r.train, out="x"))
     assert (moved.train.out, moved.train.schedule, moved.queue_size) == ("x", "cosine", 8)
+
+
+def test_a_key_near_nothing_lists_the_valid_keys_and_a_missing_part_is_named():
+    with pytest.raises(BlipError, match=r"unknown recipe key 'train\.zzz' \(valid keys here: out, epochs, "):
+        VQARecipe.parse({"train": {"zzz": 1}})
+    with pytest.raises(BlipError, match="^the recipe lacks capfilt$"):
+        ChainRecipe.parse(
+            {"out": "o", "pretrain": {}, "captioner": {}, "filter": {}, "evaluate": [{"task": "caption"}]}
+        )
+    with pytest.raises(BlipError, match="^the recipe lacks evaluate.0.data$"):
+        ChainRecipe.parse(
+            {
+                "out": "o",
+                "pretrain": {},
+                "captioner": {},
+                "filter": {},
+                "capfilt": {},
+                "evaluate": [{"task": "caption"}],
+            }
+        )

@@ -92,7 +92,7 @@ def parse(cls: type[R], value: Any, where: str = "") -> R:
         if name not in value and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:
-        raise BlipError(f"recipe {where or 'file'} lacks {', '.join(_at(where, m) for m in missing)}")
+        raise BlipError(f"the recipe lacks {', '.join(_at(where, m) for m in missing)}")
     kwargs = {}
     for key, item in value.items():
         f, place = fields[key], _at(where, key)
