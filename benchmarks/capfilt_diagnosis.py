@@ -52,16 +52,12 @@ def _recipe(args: argparse.Namespace, steps: int = 500) -> dict[str, Any]:
         },
     )
     recipe = chain_recipe(cfg, Path(args.world), Path(args.out))
-    # The captioner, the filter and the caption evaluation share one fine-tune recipe. Here its lr stays constant
-    # over --ft-steps (epochs 1000 + max_steps): the setting these diagnoses were first measured with.
-    finetune = recipe["captioner"]
-    finetune["train"] = {
-        **finetune["train"],
-        "epochs": 1000,
-        "steps_per_epoch": None,
-        "max_steps": args.ft_steps,
-        "lr": args.lr,
-    }
+    # The captioner, the filter and the caption evaluation (the captioner's recipe) share one train block. Here its
+    # lr stays constant over --ft-steps (epochs 1000 + max_steps): the setting these diagnoses were first measured with.
+    train = recipe["captioner"]["train"]
+    train = {**train, "epochs": 1000, "steps_per_epoch": None, "max_steps": args.ft_steps, "lr": args.lr}
+    for role in ("captioner", "filter"):
+        recipe[role]["train"] = train
     return recipe
 
 

@@ -46,11 +46,12 @@ from blip.data.readers import read_karpathy_eval
 from blip.data.synth import generate
 from blip.evaluation.captioning import caption_metrics
 from blip.evaluation.vqa import vqa_accuracy, vqa_score
-from blip.tasks.caption import evaluate_caption, finetune_caption
-from blip.tasks.nlvr2 import evaluate_nlvr2, finetune_nlvr2
+from blip.tasks.caption import evaluate_caption
+from blip.tasks.finetune import finetune
+from blip.tasks.nlvr2 import evaluate_nlvr2
 from blip.tasks.pretrain import pretrain
 from blip.tasks.retrieval import evaluate_retrieval, finetune_retrieval
-from blip.tasks.vqa import evaluate_vqa, finetune_vqa
+from blip.tasks.vqa import evaluate_vqa
 from blip.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -225,7 +226,7 @@ def retrieval_rows(task: str, metrics: dict, base: dict, steps: str, train_s: fl
 def run_caption(synth: Path, init: Path, out: Path, steps: int | None, seed: int, sets: list[str]) -> list[dict]:
     """Fine-tune a captioner; CIDEr and BLEU-4 of beam search (3, max 20, min 5) against the most common caption."""
     recipe, plan = karpathy_recipe("caption", synth, init, out, steps, seed, sets)
-    final, train_s = timed(lambda: finetune_caption(recipe))
+    final, train_s = timed(lambda: finetune("caption", recipe))
     test = synth / "coco_karpathy_test.json"
     metrics, eval_s = timed(
         lambda: evaluate_caption(
@@ -260,7 +261,7 @@ def run_vqa(
     ]
     recipe["train"] = budget(recipe, steps, sum(map(len, splits)), fresh(out), seed)
     plan = schedule(recipe["train"])
-    final, train_s = timed(lambda: finetune_vqa(recipe))
+    final, train_s = timed(lambda: finetune("vqa", recipe))
     test_file = synth / "vqa/vqa_test.json"
     test = json.loads(test_file.read_text())
     model = blip.load(final)
@@ -315,7 +316,7 @@ def run_nlvr2(synth: Path, init: Path, out: Path, steps: int | None, seed: int, 
     train = json.loads((synth / "nlvr2/nlvr_train.json").read_text())
     recipe["train"] = budget(recipe, steps, len(train), fresh(out), seed)
     plan = schedule(recipe["train"])
-    final, train_s = timed(lambda: finetune_nlvr2(recipe))
+    final, train_s = timed(lambda: finetune("nlvr2", recipe))
     test_file = synth / "nlvr2/nlvr_test.json"
     metrics, eval_s = timed(lambda: evaluate_nlvr2(blip.load(final), str(test_file), str(synth)))
     majority = Counter(e["label"] for e in train).most_common(1)[0][0]

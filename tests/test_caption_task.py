@@ -10,7 +10,8 @@ import blip
 from blip.cli.common import load_recipe
 from blip.model.blip import BlipModel
 from blip.model.config import preset
-from blip.tasks.caption import CaptionTraining, evaluate_caption, finetune_caption
+from blip.tasks.caption import CaptionTraining, evaluate_caption
+from blip.tasks.finetune import finetune
 from blip.tasks.pretrain import pretrain
 from test_trainer import ROOT, recipe
 
@@ -50,7 +51,7 @@ def test_finetune_and_evaluate_on_synthetic_world(tmp_path, synth_world):
         {"reader": "karpathy", "path": str(synth_world / "coco_karpathy_train.json"), "image_root": str(synth_world)}
     ]
     r["train"].update(out=str(tmp_path / "cap"), max_steps=2, batch_size=8, num_workers=0)
-    final = finetune_caption(r)
+    final = finetune("caption", r)
     model = blip.load(final)
     assert model.cfg.parts == ("text_decoder",)
     metrics = evaluate_caption(

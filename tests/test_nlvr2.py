@@ -7,7 +7,8 @@ import torch
 
 from blip.checkpoint import load_checkpoint
 from blip.cli.common import load_recipe
-from blip.tasks.nlvr2 import NEW_PARAMETERS, evaluate_nlvr2, finetune_nlvr2
+from blip.tasks.finetune import finetune
+from blip.tasks.nlvr2 import NEW_PARAMETERS, evaluate_nlvr2
 from blip.tasks.pretrain import pretrain
 from conftest import ENC
 from test_trainer import ROOT, recipe
@@ -70,7 +71,7 @@ def test_finetune_and_evaluate_on_synthetic_world(tmp_path, synth_world):
     import blip
     from blip.data.text import pre_caption
 
-    model = blip.load(finetune_nlvr2(r))
+    model = blip.load(finetune("nlvr2", r))
     start = blip.load(pretrained, task="nlvr2", allow_missing=NEW_PARAMETERS).model.state_dict()
     assert any(not torch.equal(v, start[k]) for k, v in model.model.state_dict().items() if k.startswith("text_"))
     dev = synth_world / "nlvr2/nlvr_dev.json"

@@ -14,8 +14,9 @@ import blip
 from blip.cli.common import load_recipe
 from blip.model.blip import BlipModel
 from blip.model.config import preset
+from blip.tasks.finetune import finetune
 from blip.tasks.pretrain import pretrain
-from blip.tasks.vqa import VQATraining, evaluate_vqa, finetune_vqa
+from blip.tasks.vqa import VQATraining, evaluate_vqa
 from test_trainer import ROOT, recipe
 
 VOCAB, DEC, ENC, PAD = 50, 48, 49, 0
@@ -87,7 +88,7 @@ def test_finetune_and_evaluate_on_synthetic_world(tmp_path, synth_world):
     r["init"] = str(pretrained)
     r["data"] = [{"reader": "vqa", "path": str(synth_world / "vqa/vqa_train.json"), "image_root": str(synth_world)}]
     r["train"].update(out=str(tmp_path / "vqa"), max_steps=2, batch_size=8, num_workers=0)
-    final = finetune_vqa(r)
+    final = finetune("vqa", r)
     model = blip.load(final)
     assert model.cfg.decoder_input == "question"
     assert set(model.cfg.parts) == {"text_encoder", "text_decoder"}

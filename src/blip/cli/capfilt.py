@@ -6,7 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-from blip.cli.common import load_recipe
 from blip.errors import BlipError
 
 
@@ -116,26 +115,24 @@ def finetune_pair(
     filter_recipe: str | None,
 ) -> tuple[str, str]:
     """Fine-tune the captioner (LM) and the filter (ITC + ITM) separately from one pretrained model."""
-    from blip.tasks.caption import finetune_caption
-    from blip.tasks.retrieval import finetune_retrieval
+    from dataclasses import replace
+
+    from blip.recipes import Source, finetune_recipe, load_recipe
+    from blip.tasks.finetune import finetune
 
     data = [
-        {
-            "reader": "pretrain_json",
-            "path": h,
-            "image_root": image_root if image_root is not None else str(Path(h).parent),
-        }
+        Source(reader="pretrain_json", path=h, image_root=image_root if image_root is not None else str(Path(h).parent))
         for h in human
     ]
-    caption_recipe = caption_recipe or default_recipe("caption_tiny_synth.yaml")
-    filter_recipe = filter_recipe or default_recipe("retrieval_tiny_synth.yaml")
-    paths = []
-    for recipe_file, finetune, name in (
-        (caption_recipe, finetune_caption, "captioner"),
-        (filter_recipe, finetune_retrieval, "filter"),
+    jobs = []  # both recipes are checked before either model is trained
+    for recipe_file, task, name in (
+        (caption_recipe or default_recipe("caption_tiny_synth.yaml"), "caption", "captioner"),
+        (filter_recipe or default_recipe("retrieval_tiny_synth.yaml"), "retrieval", "filter"),
     ):
-        recipe = load_recipe(recipe_file, [])
-        recipe.update(init=pretrained, data=data)
-        recipe.setdefault("train", {})["out"] = f"{out}/{name}"
-        paths.append(str(finetune(recipe, resume=any((Path(out) / name).glob("checkpoint-*")))))
+        recipe = finetune_recipe(task).parse(load_recipe(recipe_file, []))
+        train = replace(recipe.train, out=f"{out}/{name}")
+        jobs.append((task, name, replace(recipe, init=pretrained, data=data, train=train)))
+    paths = [
+        str(finetune(task, recipe, resume=any((Path(out) / name).glob("checkpoint-*")))) for task, name, recipe in jobs
+    ]
     return paths[0], paths[1]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from blip.cli.common import load_recipe
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -27,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from blip.recipes import load_recipe
     from blip.tasks.chain import run_chain
 
     result = run_chain(load_recipe(args.config, args.set))

@@ -9,8 +9,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from blip.errors import BlipError, ImageError
 from blip.images import load_image
 
@@ -142,39 +140,8 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
 
 
 def load_recipe(path: str, sets: list[str]) -> dict:
-    """Read a YAML recipe and apply dotted KEY=VALUE overrides."""
-    file = Path(path)
-    if not file.is_file():
-        raise BlipError(f"{path}: no such recipe")
-    try:
-        recipe = yaml.safe_load(file.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise BlipError(f"{path}: not valid YAML ({e})") from None
-    for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise BlipError(f"--set {item!r}: expected KEY=VALUE")
-        node = recipe
-        *parents, leaf = key.split(".")
-        if "overrides" in parents:  # model config overrides are keyed by dotted field names: {vision.depth: 3}
-            cut = parents.index("overrides") + 1
-            parents, leaf = parents[:cut], ".".join(parents[cut:] + [leaf])
-        try:
-            for name in parents:  # list items by index: data.0.path=...
-                node = node[int(name)] if isinstance(node, list) else node.setdefault(name, {})
-            place = int(leaf) if isinstance(node, list) else leaf
-            new = yaml.safe_load(value)
-            old = node[place] if isinstance(node, list) else node.get(place)
-            # A map given for a map is merged into it: `--set model.overrides={text.layers: 2}` keeps the others.
-            node[place] = _merged(old, new) if isinstance(old, dict) and isinstance(new, dict) else new
-        except (IndexError, ValueError, TypeError, AttributeError):
-            raise BlipError(f"--set {item!r}: no such place in the recipe") from None
-    return recipe
+    """A YAML recipe with dotted KEY=VALUE overrides (blip.recipes.load_recipe, imported only when called: the
+    inference commands share this module and start without torch)."""
+    from blip import recipes
 
-
-def _merged(old: dict, new: dict) -> dict:
-    """`old` with `new`'s entries put in, maps inside maps merged the same way."""
-    out = dict(old)
-    for k, v in new.items():
-        out[k] = _merged(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else v
-    return out
+    return recipes.load_recipe(path, sets)

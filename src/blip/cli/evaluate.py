@@ -56,12 +56,11 @@ def run(args: argparse.Namespace) -> int:
         setup_distributed()
     task = {"caption": "caption", "nlvr2": "nlvr2", "vqa": "vqa", "video-qa": "vqa"}.get(args.task, "retrieval")
     model = open_model(args, task=task)
+    k_test = {"k_test": args.k_test} if args.k_test else {}  # else each task's own default (the reference's)
     if args.task == "retrieval":
         from blip.tasks.retrieval import evaluate_retrieval
 
-        metrics = evaluate_retrieval(
-            model, args.data, args.image_root, k_test=args.k_test or 256, batch_size=args.batch_size
-        )
+        metrics = evaluate_retrieval(model, args.data, args.image_root, batch_size=args.batch_size, **k_test)
     elif args.task == "vqa":
         from blip.tasks.vqa import evaluate_vqa
 
@@ -70,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             args.data,
             args.image_root,
             answer_list=args.answer_list,
-            k_test=args.k_test or 128,
+            **k_test,
             out=args.out,
             batch_size=args.batch_size,
         )
@@ -93,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             args.image_root,
             answer_list=args.answer_list,
             num_frames=args.num_frames,
-            k_test=args.k_test or 128,
+            **k_test,
             out=args.out,
             batch_size=args.batch_size,
         )
@@ -106,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
             args.image_root,
             split=args.split or None,
             num_frames=args.num_frames,
-            k_test=args.k_test or 128,
+            **k_test,
         )
     if rank() == 0:
         print(json.dumps({k: round(v, 4) for k, v in metrics.items()}, indent=1))

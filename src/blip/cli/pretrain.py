@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from blip.cli.common import add_recipe_args, load_recipe
+from blip.cli.common import add_recipe_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from blip.recipes import load_recipe
     from blip.tasks.pretrain import pretrain
 
     final = pretrain(load_recipe(args.config, args.set), resume=args.resume)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from blip.data.synth import generate
+from blip.recipes import ChainRecipe
 from blip.tasks.chain import capfilt_stage, evaluate_stage, finetune_stage, pretrain_stage
 
 VARIANTS = ("no bootstrapping", "filter only", "captioner only", "captioner + filter")
@@ -97,7 +98,8 @@ def chain_recipe(
     """The chain recipe (tasks/chain.py) of the miniature; configs/chain_tiny_synth.yaml is the same for data/synth
     (evaluated on its test split)."""
     human = [{"reader": "karpathy", "path": str(synth / "coco_karpathy_train.json"), "image_root": str(synth)}]
-    finetune = {**WHOLE_IMAGE, "queue_size": 48, "momentum": 0.95, "data": human, "train": _finetune_train(cfg)}
+    caption = {**WHOLE_IMAGE, "data": human, "train": _finetune_train(cfg)}
+    retrieval = {**caption, "queue_size": 48, "momentum": 0.95}
     test = str(synth / test_file)
     return {
         "out": str(out),
@@ -112,8 +114,8 @@ def chain_recipe(
             "data": [{"reader": "pretrain_json", "path": str(synth / "pretrain.json"), "image_root": str(synth)}],
             "train": _train(cfg, cfg.pretrain_steps, 1e-3),
         },
-        "captioner": finetune,
-        "filter": finetune,
+        "captioner": caption,
+        "filter": retrieval,
         "capfilt": {
             "web": [str(synth / "web.json")],
             "image_root": str(synth),
@@ -125,7 +127,7 @@ def chain_recipe(
         },
         "evaluate": [
             {"task": "retrieval", "data": test, "image_root": str(synth), "k_test": cfg.k_test},
-            {"task": "caption", "data": test, "image_root": str(synth), "finetune": finetune, "meteor": False},
+            {"task": "caption", "data": test, "image_root": str(synth), "finetune": caption, "meteor": False},
         ],
     }
 
@@ -207,28 +209,28 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
                 ]
             )
         )
-    recipe = chain_recipe(cfg, synth, out, heldout.name)
+    recipe = ChainRecipe.parse(chain_recipe(cfg, synth, out, heldout.name))
     s = time.perf_counter()
-    models = {"no bootstrapping": pretrain_stage(recipe["pretrain"], out / "pretrain_noisy")}
+    models = {"no bootstrapping": pretrain_stage(recipe.pretrain, out / "pretrain_noisy")}
     step("pretrain on noisy web + human", s)
     s = time.perf_counter()
-    captioner = finetune_stage("caption", recipe["captioner"], models["no bootstrapping"], out / "captioner")
-    filt = finetune_stage("retrieval", recipe["filter"], models["no bootstrapping"], out / "filter")
+    captioner = finetune_stage("caption", recipe.captioner, models["no bootstrapping"], out / "captioner")
+    filt = finetune_stage("retrieval", recipe.filter, models["no bootstrapping"], out / "filter")
     step("fine-tune captioner and filter", s)
     s = time.perf_counter()
-    summary = capfilt_stage(recipe["capfilt"], captioner, filt, out / "capfilt")
+    summary = capfilt_stage(recipe.capfilt, captioner, filt, out / "capfilt")
     provenance = [json.loads(x) for x in (out / "capfilt" / "provenance.jsonl").read_text().splitlines()]
     step("CapFilt", s)
     data = _variant_data(synth, provenance, out / "capfilt")
     s = time.perf_counter()
     for name in VARIANTS[1:]:
         source = [{"reader": "pretrain_json", "path": str(data[name]), "image_root": str(synth)}]
-        models[name] = pretrain_stage(recipe["pretrain"], out / f"pretrain_{data[name].stem}", source)
+        models[name] = pretrain_stage(recipe.pretrain, out / f"pretrain_{data[name].stem}", source)
     step("pretrain the bootstrapped variants", s)
     s = time.perf_counter()
     rows = {}
     for name in VARIANTS:
-        m = evaluate_stage(recipe["evaluate"], models[name], models[name].parent)
+        m = evaluate_stage(recipe.evaluate, models[name], models[name].parent)
         rows[name] = {
             "txt_r1": m["retrieval/txt_r1"],
             "img_r1": m["retrieval/img_r1"],

@@ -20,7 +20,6 @@ import tarfile
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,30 +44,7 @@ from blip.inference.engine import (
     wait_for_ranks,
     write_atomic,
 )
-
-
-@dataclass
-class CapFiltConfig:
-    """What to bootstrap and how (defaults: the paper's nucleus sampling and the maintainers' 0.5 threshold)."""
-
-    out: str
-    web: list[str]  # JSON lists / CSV / JSONL of {image, caption}, or tar shards (img2dataset layout)
-    image_root: str | None = None  # None: image paths are relative to their annotation file's folder
-    human: list[str] = field(default_factory=list)  # clean annotated pairs, copied into the result as they are
-    captions_per_image: int = 1
-    top_p: float = 0.9
-    repetition_penalty: float = 1.1
-    max_length: int = 30
-    min_length: int = 5
-    prompt: str = "a picture of "
-    threshold: float = 0.5
-    max_words: int = 30
-    unit_size: int = 512
-    batch_size: int = 32
-    seed: int = 0
-    shard_size: int = 10000
-    workers: int = 0
-    progress: bool = True
+from blip.recipes import CapFiltConfig
 
 
 def _root(cfg: CapFiltConfig, annotation: str) -> str:
@@ -211,6 +187,8 @@ def _stable(name: str) -> int:
 
 def run_capfilt(cfg: CapFiltConfig, captioner: Blip, filt: Blip) -> dict[str, Any]:
     """Bootstrap the web data; returns the summary (also written to OUT/summary.json by rank 0)."""
+    if not cfg.web:
+        raise BlipError("CapFilt needs web data: give one or more web sources")
     if not filt.model.has("itm"):
         raise BlipError("the filter needs an ITM head (a retrieval-finetuned or pretrained checkpoint)")
     out = Path(cfg.out)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from blip.api import Blip
-from blip.checkpoint import load_checkpoint
+from blip.checkpoint import LoadReport
 from blip.data import PairDataset, read_karpathy_eval
 from blip.data.robust import SkipCounter
 from blip.errors import ImageError
@@ -20,8 +20,10 @@ from blip.images import load_image
 from blip.model.blip import BlipModel
 from blip.model.losses import lm_loss
 from blip.progress import Progress
-from blip.tasks.common import image_transform, read_sources, report_skips, tokenizer_or_bert, train_and_save
-from blip.training.trainer import StepInfo, TrainConfig
+from blip.recipes import CaptionRecipe
+from blip.tasks.common import FinetuneTask, Parts, image_transform, read_sources, report_skips
+from blip.tokenizer import Tokenizer
+from blip.training.trainer import StepInfo
 
 
 class CaptionTraining(nn.Module):
@@ -41,33 +43,28 @@ class CaptionTraining(nn.Module):
         return per_row.sum() / targets
 
 
-def finetune_caption(recipe: dict[str, Any], resume: bool = False) -> Path:
-    """Fine-tune a captioner from `recipe['init']`; returns the folder of the final model."""
-    train = TrainConfig(**{"schedule": "cosine", "min_lr": 0.0, **recipe.get("train", {})})
-    model, tok, _ = load_checkpoint(
-        recipe["init"], task="caption", image_size=recipe.get("image_size"), tokenizer=recipe.get("tokenizer")
-    )
-    tok = tokenizer_or_bert(tok)
-    prompt = recipe.get("prompt", "a picture of ")
-    prompt_tokens = len(tok.encode(prompt)) - 1  # [DEC] + the prompt's words, without [SEP]
-    counter = SkipCounter()
-    records = read_sources(recipe["data"], counter)
-    size = model.cfg.vision.image_size
+def caption_parts(
+    recipe: CaptionRecipe, model: BlipModel, tok: Tokenizer, report: LoadReport, counter: SkipCounter
+) -> Parts:
+    """The captioner's part of a fine-tune: prompt-aware LM loss over the recipe's image-caption pairs."""
+    prompt_tokens = len(tok.encode(recipe.prompt)) - 1  # [DEC] + the prompt's words, without [SEP]
     dataset = PairDataset(
-        records,
-        image_transform(recipe, size, 0.5),
-        max_words=recipe.get("max_words", 30),
-        prompt=prompt,
-        mirror=recipe.get("mirror", False),
+        read_sources(recipe.data, counter),
+        image_transform(recipe, model.cfg.vision.image_size),
+        max_words=recipe.max_words,
+        prompt=recipe.prompt,
+        mirror=recipe.mirror,
     )
-    max_tokens = recipe.get("max_tokens", 40)
 
     def loss_fn(m: nn.Module, batch: dict[str, Any], info: StepInfo) -> dict[str, torch.Tensor]:
-        ids, mask = tok(batch["caption"], max_length=max_tokens)
+        ids, mask = tok(batch["caption"], max_length=recipe.max_tokens)
         device = batch["image"].device
         return {"loss": m(batch["image"], ids.to(device), mask.to(device))}
 
-    return train_and_save(train, CaptionTraining(model, prompt_tokens), model, tok, dataset, loss_fn, counter, resume)
+    return Parts(CaptionTraining(model, prompt_tokens), model, dataset, loss_fn)
+
+
+TASK = FinetuneTask(caption_parts)
 
 
 def evaluate_caption(

@@ -7,94 +7,95 @@ was in, and inside that stage from its last checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import blip
 from blip.errors import BlipError
-from blip.tasks.capfilt import CapFiltConfig, run_capfilt
-from blip.tasks.caption import evaluate_caption, finetune_caption
+from blip.recipes import CapFiltConfig, ChainRecipe, EvalStep, FinetuneRecipe, PretrainRecipe, Source, finetune_recipe
+from blip.recipes import parse as parse_recipe
+from blip.tasks.capfilt import run_capfilt
+from blip.tasks.caption import evaluate_caption
+from blip.tasks.finetune import finetune
 from blip.tasks.pretrain import pretrain
-from blip.tasks.retrieval import evaluate_retrieval, finetune_retrieval
+from blip.tasks.retrieval import evaluate_retrieval
 
-FINETUNE = {"caption": finetune_caption, "retrieval": finetune_retrieval}
-
-
-def _with_out(recipe: dict[str, Any], out: Path) -> dict[str, Any]:
-    return {**recipe, "train": {**recipe.get("train", {}), "out": str(out)}}
+R = TypeVar("R", PretrainRecipe, FinetuneRecipe)
 
 
-def pretrain_stage(recipe: dict[str, Any], out: Path, data: list[dict[str, Any]] | None = None) -> Path:
+def _into(recipe: R, out: Path) -> R:
+    """The recipe with its `train.out` set to the stage's folder."""
+    return dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, out=str(out)))
+
+
+def pretrain_stage(recipe: Mapping | PretrainRecipe, out: Path, data: list[Mapping] | None = None) -> Path:
     """Pretrain with `recipe` into OUT (its data sources replaced by `data` when given); resumable."""
     if (out / "model" / "model.safetensors").exists():
         return out / "model"
+    recipe = PretrainRecipe.parse(recipe)
     if data is not None:
-        recipe = {**recipe, "data": data}
-    return pretrain(_with_out(recipe, out), resume=any(out.glob("checkpoint-*.pt")))
+        recipe = dataclasses.replace(recipe, data=[Source.parse(d, f"data.{i}") for i, d in enumerate(data)])
+    return pretrain(_into(recipe, out), resume=any(out.glob("checkpoint-*.pt")))
 
 
-def finetune_stage(task: str, recipe: dict[str, Any], init: Path, out: Path) -> Path:
+def finetune_stage(task: str, recipe: Mapping | FinetuneRecipe, init: Path, out: Path) -> Path:
     """Fine-tune `init` for `task` (caption or retrieval) with `recipe` into OUT; resumable."""
-    if task not in FINETUNE:
+    if task not in ("caption", "retrieval"):
         raise BlipError(f"the chain fine-tunes caption or retrieval, not {task!r}")
     if (out / "model" / "model.safetensors").exists():
         return out / "model"
-    return FINETUNE[task](_with_out({**recipe, "init": str(init)}, out), resume=any(out.glob("checkpoint-*.pt")))
+    recipe = dataclasses.replace(finetune_recipe(task).parse(recipe), init=str(init))
+    return finetune(task, _into(recipe, out), resume=any(out.glob("checkpoint-*.pt")))
 
 
-def evaluate_stage(evaluations: list[dict[str, Any]], model: Path, out: Path) -> dict[str, float]:
+def evaluate_stage(evaluations: list[Mapping | EvalStep], model: Path, out: Path) -> dict[str, float]:
     """Run a chain's evaluations on one pretrained model: zero-shot retrieval, or fine-tune then evaluate.
 
     Each entry: {task: retrieval|caption, data: Karpathy test file, image_root, finetune: recipe (optional),
-    k_test (retrieval)}; returns the metrics, prefixed by the task.
+    k_test (retrieval), meteor (caption)}; returns the metrics, prefixed by the task.
     """
     metrics: dict[str, float] = {}
-    for ev in evaluations:
-        task = ev["task"]
-        tuned = finetune_stage(task, ev["finetune"], model, out / task) if ev.get("finetune") else model
-        if task == "retrieval":
-            m = evaluate_retrieval(blip.load(tuned), ev["data"], ev.get("image_root", ""), k_test=ev.get("k_test", 256))
-        elif task == "caption":
-            m = {
-                k: 100 * v
-                for k, v in evaluate_caption(
-                    blip.load(tuned), ev["data"], ev.get("image_root", ""), meteor=ev.get("meteor", True)
-                ).items()
-            }
+    for i, entry in enumerate(evaluations):
+        ev = EvalStep.parse(entry, f"evaluate.{i}")
+        tuned = finetune_stage(ev.task, ev.finetune, model, out / ev.task) if ev.finetune else model
+        if ev.task == "retrieval":
+            m = evaluate_retrieval(blip.load(tuned), ev.data, ev.image_root, k_test=ev.k_test)
         else:
-            raise BlipError(f"the chain evaluates retrieval or caption, not {task!r}")
-        metrics.update({f"{task}/{k}": v for k, v in m.items()})
+            caption = evaluate_caption(blip.load(tuned), ev.data, ev.image_root, meteor=ev.meteor)
+            m = {k: 100 * v for k, v in caption.items()}
+        metrics.update({f"{ev.task}/{k}": v for k, v in m.items()})
     return metrics
 
 
-def capfilt_stage(recipe: dict[str, Any], captioner: Path, filt: Path, out: Path) -> dict[str, Any]:
+def capfilt_stage(recipe: Mapping | CapFiltConfig, captioner: Path, filt: Path, out: Path) -> dict[str, Any]:
     """CapFilt the web pairs with the fine-tuned captioner and filter into OUT; resumable unit by unit."""
     if (out / "summary.json").exists() and (out / "bootstrapped.json").exists():
         return json.loads((out / "summary.json").read_text())
-    return run_capfilt(CapFiltConfig(out=str(out), **recipe), blip.load(captioner), blip.load(filt))
+    cfg = dataclasses.replace(parse_recipe(CapFiltConfig, recipe, "capfilt"), out=str(out))
+    return run_capfilt(cfg, blip.load(captioner), blip.load(filt))
 
 
-def run_chain(recipe: dict[str, Any]) -> dict[str, Any]:
+def run_chain(recipe: Mapping | ChainRecipe) -> dict[str, Any]:
     """Run the whole chain of a recipe {out, pretrain, captioner, filter, capfilt, evaluate}; returns the metrics of
     the noisy and the bootstrapped model and CapFilt's summary (also written to OUT/results.json)."""
-    missing = [k for k in ("out", "pretrain", "captioner", "filter", "capfilt") if k not in recipe]
-    if missing:
-        raise BlipError(f"the chain recipe lacks {', '.join(missing)}")
-    out = Path(recipe["out"])
-    noisy = pretrain_stage(recipe["pretrain"], out / "pretrain_noisy")
-    captioner = finetune_stage("caption", recipe["captioner"], noisy, out / "captioner")
-    filt = finetune_stage("retrieval", recipe["filter"], noisy, out / "filter")
-    summary = capfilt_stage(recipe["capfilt"], captioner, filt, out / "capfilt")
+    recipe = ChainRecipe.parse(recipe)  # every stage's recipe is checked before the first one runs
+    out = Path(recipe.out)
+    noisy = pretrain_stage(recipe.pretrain, out / "pretrain_noisy")
+    captioner = finetune_stage("caption", recipe.captioner, noisy, out / "captioner")
+    filt = finetune_stage("retrieval", recipe.filter, noisy, out / "filter")
+    summary = capfilt_stage(recipe.capfilt, captioner, filt, out / "capfilt")
     boot = pretrain_stage(
-        recipe["pretrain"],
+        recipe.pretrain,
         out / "pretrain_bootstrapped",
         [{"reader": "pretrain_json", "path": str(out / "capfilt" / "bootstrapped.json")}],
     )
     result = {
         "capfilt": summary,
-        "noisy": evaluate_stage(recipe.get("evaluate", []), noisy, out / "pretrain_noisy"),
-        "bootstrapped": evaluate_stage(recipe.get("evaluate", []), boot, out / "pretrain_bootstrapped"),
+        "noisy": evaluate_stage(recipe.evaluate, noisy, out / "pretrain_noisy"),
+        "bootstrapped": evaluate_stage(recipe.evaluate, boot, out / "pretrain_bootstrapped"),
     }
     (out / "results.json").write_text(json.dumps(result, indent=2))
     return result

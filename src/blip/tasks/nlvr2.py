@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -10,13 +9,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from blip.api import Blip
-from blip.checkpoint import load_checkpoint
+from blip.checkpoint import LoadReport
 from blip.data import NLVR2Dataset, collate, eval_transform, read_nlvr2
 from blip.data.robust import SkipCounter
 from blip.errors import BlipError
 from blip.model.blip import BlipModel
-from blip.tasks.common import image_transform, report_skips, tokenizer_or_bert, train_and_save
-from blip.training.trainer import StepInfo, TrainConfig
+from blip.recipes import NLVR2Recipe
+from blip.tasks.common import FinetuneTask, Parts, image_transform, report_skips
+from blip.tokenizer import Tokenizer
+from blip.training.trainer import StepInfo
 
 # New parameters when starting from a pretrained (single cross-attention) model.
 NEW_PARAMETERS = ["cls_head.", ".merge_layer."]
@@ -36,40 +37,35 @@ class NLVR2Training(nn.Module):
         return F.cross_entropy(self.model.nlvr_logits(embeds0, embeds1, ids, mask), labels)
 
 
-def finetune_nlvr2(recipe: dict[str, Any], resume: bool = False) -> Path:
-    """Fine-tune NLVR2 from a pretrained model (branches copied from its cross-attention) or an NLVR2 checkpoint."""
-    train = TrainConfig(**{"schedule": "cosine", "min_lr": 0.0, **recipe.get("train", {})})
-    # The branches merge from text layer 6 as in the reference, or where an NLVR2 init checkpoint's merge layers
-    # start; a recipe's nlvr_merge_from overrides both (shallow models merge nowhere otherwise).
-    overrides = {"nlvr_merge_from": recipe["nlvr_merge_from"]} if "nlvr_merge_from" in recipe else None
-    model, tok, _ = load_checkpoint(
-        recipe["init"],
-        task="nlvr2",
-        image_size=recipe.get("image_size"),
-        tokenizer=recipe.get("tokenizer"),
-        allow_missing=NEW_PARAMETERS,
-        overrides=overrides,
-    )
-    tok = tokenizer_or_bert(tok)
-    counter = SkipCounter()
+def nlvr2_parts(
+    recipe: NLVR2Recipe, model: BlipModel, tok: Tokenizer, report: LoadReport, counter: SkipCounter
+) -> Parts:
+    """The NLVR2 part of a fine-tune: the classifier's cross-entropy over the recipe's statements."""
     records = []
-    for src in recipe["data"]:
-        records += read_nlvr2(src["path"], image_root=src.get("image_root", ""), counter=counter)
+    for src in recipe.data:
+        src.needs("path")
+        records += read_nlvr2(src.path, image_root=src.image_root or "", counter=counter)
     if not records:
         raise BlipError("the recipe's NLVR2 data holds no usable statements")
     dataset = NLVR2Dataset(
-        records,
-        image_transform(recipe, model.cfg.vision.image_size, 0.5),
-        max_words=recipe.get("max_words", 40),
-        train=True,
+        records, image_transform(recipe, model.cfg.vision.image_size), max_words=recipe.max_words, train=True
     )
 
     def loss_fn(m: nn.Module, batch: dict[str, Any], info: StepInfo) -> dict[str, torch.Tensor]:
-        ids, mask = tok(batch["statement"], max_length=recipe.get("max_tokens", 40))
+        ids, mask = tok(batch["statement"], max_length=recipe.max_tokens)
         device = batch["image0"].device
         return {"loss": m(batch["image0"], batch["image1"], ids.to(device), mask.to(device), batch["label"])}
 
-    return train_and_save(train, NLVR2Training(model), model, tok, dataset, loss_fn, counter, resume)
+    return Parts(NLVR2Training(model), model, dataset, loss_fn)
+
+
+def _load_options(recipe: NLVR2Recipe) -> dict[str, Any]:
+    """New parameters may be missing from a pretrained init; the recipe may say where the branches merge."""
+    merge = recipe.nlvr_merge_from
+    return {"allow_missing": NEW_PARAMETERS, "overrides": None if merge is None else {"nlvr_merge_from": merge}}
+
+
+TASK = FinetuneTask(nlvr2_parts, load_options=_load_options)
 
 
 @torch.no_grad()
@@ -85,7 +81,7 @@ def evaluate_nlvr2(model: Blip, annotation: str, image_root: str = "", batch_siz
         failures += [message for _, message in batch["skipped"]]
         if not batch["size"]:
             continue
-        ids, mask = model.tokenizer(batch["statement"], max_length=40)
+        ids, mask = model.tokenizer(batch["statement"], max_length=NLVR2Recipe.max_tokens)
         with model.autocast():
             e0, e1 = model.model.encode_image(torch.cat([batch["image0"], batch["image1"]]).to(model.device)).chunk(2)
             pred = model.model.nlvr_logits(e0, e1, ids.to(model.device), mask.to(model.device)).argmax(-1).cpu()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +14,16 @@ from blip.data import PairDataset
 from blip.data.robust import SkipCounter
 from blip.errors import BlipError
 from blip.model.config import preset
+from blip.recipes import PretrainRecipe, to_dict
 from blip.tasks.common import image_transform, read_sources, read_webdataset, tokenizer_or_bert, train_and_save
 from blip.tokenizer import Tokenizer
 from blip.training.pretrain import BlipPretrain
-from blip.training.trainer import StepInfo, TrainConfig
+from blip.training.trainer import StepInfo
 
 
-def build_tokenizer(recipe: dict[str, Any], records: list) -> Tokenizer:
+def build_tokenizer(recipe: PretrainRecipe, records: list) -> Tokenizer:
     """The recipe's tokenizer file, or a whole-word vocabulary of the training texts (synthetic world)."""
-    spec = recipe.get("tokenizer", "bert-base-uncased")
+    spec = recipe.tokenizer
     if spec == "from_data" and not records:
         raise BlipError("tokenizer: from_data needs annotation files; give a tokenizer with webdataset sources")
     if spec == "from_data":
@@ -31,9 +33,10 @@ def build_tokenizer(recipe: dict[str, Any], records: list) -> Tokenizer:
     return Tokenizer.from_pretrained(spec)
 
 
-def build_model(recipe: dict[str, Any], tok: Tokenizer) -> BlipPretrain:
+def build_model(recipe: Mapping | PretrainRecipe, tok: Tokenizer) -> BlipPretrain:
     """A fresh model of the recipe's preset sized to the tokenizer, optionally initialised from a checkpoint."""
-    m = recipe.get("model", {})
+    recipe = PretrainRecipe.parse(recipe)
+    m = recipe.model
     overrides = {
         "text.vocab_size": len(tok),
         "text.pad_id": tok.pad_id,
@@ -41,49 +44,49 @@ def build_model(recipe: dict[str, Any], tok: Tokenizer) -> BlipPretrain:
         "text.sep_id": tok.sep_id,
         "text.dec_id": tok.dec_id,
         "text.enc_id": tok.enc_id,
-        **m.get("overrides", {}),
+        **m.overrides,
     }
-    if "image_size" in m:
-        overrides["vision.image_size"] = m["image_size"]
-    cfg = preset(m.get("preset", "base"), **overrides)
-    torch.manual_seed(recipe.get("train", {}).get("seed", 42))
-    model = BlipPretrain(cfg, queue_size=recipe.get("queue_size", 57600), momentum=recipe.get("momentum", 0.995))
-    if m.get("init"):
-        init, _, _ = load_checkpoint(m["init"], image_size=cfg.vision.image_size, allow_missing=True)
+    if m.image_size is not None:
+        overrides["vision.image_size"] = m.image_size
+    cfg = preset(m.preset, **overrides)
+    torch.manual_seed(recipe.train.seed)
+    model = BlipPretrain(cfg, queue_size=recipe.queue_size, momentum=recipe.momentum)
+    if m.init:
+        init, _, _ = load_checkpoint(m.init, image_size=cfg.vision.image_size, allow_missing=True)
         model.load_state_dict(init.state_dict(), strict=False)
         model.reset_momentum()
-        carry_training_state(model, m["init"])  # its momentum encoders and queues, as the reference's load does
+        carry_training_state(model, m.init)  # its momentum encoders and queues, as the reference's load does
     return model
 
 
-def pretrain(recipe: dict[str, Any], resume: bool = False) -> Path:
+def pretrain(recipe: Mapping | PretrainRecipe, resume: bool = False) -> Path:
     """Run a pretraining recipe; returns the folder of the final model (loadable with blip.load)."""
-    train = TrainConfig(**recipe.get("train", {}))
+    recipe = PretrainRecipe.parse(recipe)
+    train = recipe.train
     out = Path(train.out)
     if not resume and any(out.glob("checkpoint-*.pt")):
         raise BlipError(f"{out} already holds checkpoints: pass --resume to continue, or choose another out folder")
     counter = SkipCounter()
     # Tar shards stream (`read_webdataset`); every other reader lists records up front.
-    streamed = any(src.get("reader") == "webdataset" for src in recipe["data"])
-    records = [] if streamed else read_sources(recipe["data"], counter)
+    streamed = any(src.reader == "webdataset" for src in recipe.data)
+    records = [] if streamed else read_sources(recipe.data, counter)
     tok_dir = out / "tokenizer"
     tok = Tokenizer.from_pretrained(tok_dir) if resume and tok_dir.exists() else build_tokenizer(recipe, records)
     model = build_model(recipe, tok)
     size = model.cfg.vision.image_size
-    transform, max_words = image_transform(recipe, size, 0.2), recipe.get("max_words", 30)
+    transform = image_transform(recipe, size)
     if streamed:
-        if recipe.get("mirror"):
+        if recipe.mirror:
             raise BlipError(
                 "mirror needs annotation files (it swaps left/right in captions); turn it off for webdataset sources"
             )
-        dataset = read_webdataset(recipe["data"], transform, max_words, train)
+        dataset = read_webdataset(recipe.data, transform, recipe.max_words, train)
     else:
-        dataset = PairDataset(records, transform, max_words=max_words, mirror=recipe.get("mirror", False))
-    alpha, ramp = recipe.get("alpha", 0.4), recipe.get("alpha_ramp_epochs", 2)
-    max_tokens = recipe.get("max_tokens", 30)
+        dataset = PairDataset(records, transform, max_words=recipe.max_words, mirror=recipe.mirror)
+    alpha, ramp = recipe.alpha, recipe.alpha_ramp_epochs
 
     def loss_fn(m, batch: dict[str, Any], info: StepInfo) -> dict[str, torch.Tensor]:
-        ids, mask = tok(batch["caption"], max_length=max_tokens)
+        ids, mask = tok(batch["caption"], max_length=recipe.max_tokens)
         device = batch["image"].device
         a = alpha * min(1.0, info.epoch_progress / ramp) if ramp else alpha
         losses = m(batch["image"], ids.to(device), mask.to(device), alpha=a)
@@ -92,6 +95,6 @@ def pretrain(recipe: dict[str, Any], resume: bool = False) -> Path:
     def keep_recipe() -> None:
         out.mkdir(parents=True, exist_ok=True)
         tok.save(tok_dir)
-        (out / "recipe.json").write_text(json.dumps(recipe, indent=2))
+        (out / "recipe.json").write_text(json.dumps(to_dict(recipe), indent=2))
 
     return train_and_save(train, model, model, tok, dataset, loss_fn, counter, resume, before_fit=keep_recipe)

@@ -23,8 +23,9 @@ from blip.data.readers import read_answer_list, read_msrvtt, read_video_qa
 from blip.data.text import pre_caption
 from blip.data.video import load_frames
 from blip.errors import BlipError
-from blip.evaluation.retrieval import positive_ranks, retrieval_metrics, two_stage_scores
+from blip.evaluation.retrieval import positive_ranks, retrieval_metrics
 from blip.evaluation.vqa import normalize_answer, write_vqa_results
+from blip.tasks.retrieval import two_stage_retrieval
 
 # The reference's video dataset cleans captions to at most 40 words (the image datasets use 30).
 VIDEO_MAX_WORDS = 40
@@ -61,12 +62,7 @@ def video_retrieval_scores(
     """(video->text, text->video) score matrices of the two-stage protocol (ITM + ITC on each query's ITC top k)."""
     model._need("itc", "video retrieval")
     model._need("itm", "video retrieval")
-    m, device = model.model, model.device
-    ids, mask = model._texts([pre_caption(t, VIDEO_MAX_WORDS) for t in texts], 35)
-    with model.autocast():
-        text_feats = torch.cat(
-            [m.text_embed(ids[s : s + 256], mask[s : s + 256]).float() for s in range(0, len(ids), 256)]
-        )
+    m = model.model
     tokens, video_feats = [], []
     for pixels in _frame_batches(model, videos, num_frames, batch_size):
         with model.autocast():
@@ -75,19 +71,8 @@ def video_retrieval_scores(
             video_feats.append(F.normalize(m.vision_proj(frames[:, :, 0]).float().mean(dim=1), dim=-1))
         # Frame tokens of a whole test set (1k x 8 x 577 x 768 for MSRVTT) outgrow a GPU: keep them in host memory.
         tokens.append(frames.flatten(1, 2).cpu())
-    video_tokens = torch.cat(tokens)
-    sims = torch.cat(video_feats) @ text_feats.t()
-
-    def itm(video_idx: torch.Tensor, text_idx: torch.Tensor) -> torch.Tensor:
-        out = []
-        for s in range(0, len(video_idx), batch_size):
-            v, t = video_idx[s : s + batch_size].cpu(), text_idx[s : s + batch_size].to(device)
-            with model.autocast():
-                out.append(m.itm_logits(video_tokens[v].to(device), ids[t], mask[t])[:, 1].float())
-        return torch.cat(out)
-
-    rows_per_call = max(1, batch_size // max(1, min(k_test, len(texts))))
-    return two_stage_scores(sims, k_test, itm, rows_per_call=rows_per_call)
+    texts = [pre_caption(t, VIDEO_MAX_WORDS) for t in texts]
+    return two_stage_retrieval(model, torch.cat(video_feats), torch.cat(tokens), texts, k_test, batch_size)
 
 
 def evaluate_video_retrieval(

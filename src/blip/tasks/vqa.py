@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from blip.api import Blip
-from blip.checkpoint import load_checkpoint
+from blip.checkpoint import LoadReport
 from blip.data import VQADataset, read_answer_list, read_vqa, read_vqa_official
 from blip.data.robust import SkipCounter
 from blip.data.samples import VQARecord
@@ -22,12 +22,10 @@ from blip.images import load_image
 from blip.model.blip import BlipModel
 from blip.model.losses import lm_loss
 from blip.progress import Progress
-from blip.tasks.common import image_transform, report_skips, tokenizer_or_bert, train_and_save
+from blip.recipes import TEXT_TOKENS, Source, VQARecipe
+from blip.tasks.common import FinetuneTask, Parts, image_transform, report_skips
 from blip.tokenizer import Tokenizer
-from blip.training.trainer import StepInfo, TrainConfig
-
-QUESTION_TOKENS = 35  # the reference truncates questions ([ENC] + words + [SEP]) to 35 tokens
-DROP_PATH = 0.1  # the reference's BLIP_VQA builds its ViT with stochastic depth 0.1
+from blip.training.trainer import StepInfo
 
 
 class VQATraining(nn.Module):
@@ -68,17 +66,19 @@ def answer_batch(
     return ids, mask, owner, w
 
 
-def read_vqa_sources(sources: list[dict[str, Any]], counter: SkipCounter) -> list[VQARecord]:
+def read_vqa_sources(sources: list[Source], counter: SkipCounter) -> list[VQARecord]:
     """Training records of every source: {reader: vqa, path, image_root} (BLIP JSON: VQA v2 and VG QA) or
     {reader: vqa_official, questions, annotations, image_root}; questions without answers are skipped."""
     records: list[VQARecord] = []
     for src in sources:
-        reader = src.get("reader", "vqa")
+        reader = src.reader or "vqa"
         if reader == "vqa":
-            records += read_vqa(src["path"], image_root=src.get("image_root", ""), counter=counter)
+            src.needs("path")
+            records += read_vqa(src.path, image_root=src.image_root or "", counter=counter)
         elif reader == "vqa_official":
+            src.needs("questions", "annotations")
             records += read_vqa_official(
-                src["questions"], src["annotations"], image_root=src.get("image_root", ""), counter=counter
+                src.questions, src.annotations, image_root=src.image_root or "", counter=counter
             )
         else:
             raise BlipError(f"unknown VQA reader {reader!r}; known: vqa, vqa_official")
@@ -93,32 +93,24 @@ def read_vqa_sources(sources: list[dict[str, Any]], counter: SkipCounter) -> lis
     return answered
 
 
-def finetune_vqa(recipe: dict[str, Any], resume: bool = False) -> Path:
-    """Fine-tune a VQA model from `recipe['init']`; returns the folder of the final model."""
-    train = TrainConfig(**{"schedule": "cosine", "min_lr": 0.0, **recipe.get("train", {})})
-    model, tok, _ = load_checkpoint(
-        recipe["init"],
-        task="vqa",
-        image_size=recipe.get("image_size"),
-        overrides={"vision.drop_path": recipe.get("drop_path", DROP_PATH)},
-        tokenizer=recipe.get("tokenizer"),
-    )
-    tok = tokenizer_or_bert(tok)
-    counter = SkipCounter()
-    records = read_vqa_sources(recipe["data"], counter)
-    dataset = VQADataset(
-        records, image_transform(recipe, model.cfg.vision.image_size, 0.5), max_words=recipe.get("max_words", 50)
-    )
-    answer_tokens = min(recipe.get("max_answer_tokens", model.cfg.text.max_positions), model.cfg.text.max_positions)
+def vqa_parts(recipe: VQARecipe, model: BlipModel, tok: Tokenizer, report: LoadReport, counter: SkipCounter) -> Parts:
+    """The VQA part of a fine-tune: the weighted answer loss over the recipe's answered questions."""
+    records = read_vqa_sources(recipe.data, counter)
+    dataset = VQADataset(records, image_transform(recipe, model.cfg.vision.image_size), max_words=recipe.max_words)
+    positions = model.cfg.text.max_positions
+    answer_tokens = positions if recipe.max_answer_tokens is None else min(recipe.max_answer_tokens, positions)
 
     def loss_fn(m: nn.Module, batch: dict[str, Any], info: StepInfo) -> dict[str, torch.Tensor]:
         device = batch["image"].device
-        q_ids, q_mask = tok(batch["question"], max_length=QUESTION_TOKENS)
+        q_ids, q_mask = tok(batch["question"], max_length=TEXT_TOKENS)
         a_ids, a_mask, owner, weights = answer_batch(tok, batch["answers"], batch["weights"], answer_tokens)
         tensors = (q_ids, q_mask, a_ids, a_mask, owner, weights)
         return {"loss": m(batch["image"], *(t.to(device) for t in tensors))}
 
-    return train_and_save(train, VQATraining(model), model, tok, dataset, loss_fn, counter, resume)
+    return Parts(VQATraining(model), model, dataset, loss_fn)
+
+
+TASK = FinetuneTask(vqa_parts, load_options=lambda recipe: {"overrides": {"vision.drop_path": recipe.drop_path}})
 
 
 def _ground_truth(annotation: str) -> dict[str, list[str]]:
