@@ -16,6 +16,7 @@ from PIL import Image
 from blip.checkpoint import LoadReport
 from blip.data.text import pre_question
 from blip.data.transforms import eval_transform
+from blip.defaults import PROMPT, TEXT_TOKENS
 from blip.errors import BlipError, ImageError
 from blip.generation import GenerationConfig, generate
 from blip.gradcam import GradCam, default_layer, itm_gradcam, split_maps
@@ -197,7 +198,7 @@ class Blip:
         return torch.cat(out)
 
     @torch.no_grad()
-    def text_features(self, texts: Texts, batch_size: int = 256, max_length: int = 35) -> torch.Tensor:
+    def text_features(self, texts: Texts, batch_size: int = 256, max_length: int = TEXT_TOKENS) -> torch.Tensor:
         """L2-normalised ITC text features (B, embed_dim) from the unimodal encoder."""
         self._need("itc", "text features")
         texts = _texts_list(texts)
@@ -208,7 +209,7 @@ class Blip:
         return torch.cat(out)
 
     @torch.no_grad()
-    def multimodal_features(self, images: Images, texts: Texts, max_length: int = 35) -> torch.Tensor:
+    def multimodal_features(self, images: Images, texts: Texts, max_length: int = TEXT_TOKENS) -> torch.Tensor:
         """Image-grounded encoder output at [ENC] (B, hidden) for paired images and texts."""
         self._need("text_encoder", "multimodal features")
         images, texts = _pair(images, texts)
@@ -219,7 +220,7 @@ class Blip:
         return states[:, 0].float()
 
     @torch.no_grad()
-    def text_states(self, texts: Sequence[str], max_length: int = 35) -> torch.Tensor:
+    def text_states(self, texts: Sequence[str], max_length: int = TEXT_TOKENS) -> torch.Tensor:
         """Unimodal text encoder states (B, T, hidden), [CLS] first, padded to the longest (no ITC heads needed)."""
         self._need("text_encoder", "text states")
         with self.autocast():
@@ -227,7 +228,7 @@ class Blip:
 
     @torch.no_grad()
     def multimodal_states(
-        self, images: Sequence[ImageSource], texts: Sequence[str], max_length: int = 35
+        self, images: Sequence[ImageSource], texts: Sequence[str], max_length: int = TEXT_TOKENS
     ) -> torch.Tensor:
         """Image-grounded encoder states (B, T, hidden) for paired images and texts, [ENC] first, padded."""
         self._need("text_encoder", "multimodal states")
@@ -238,7 +239,9 @@ class Blip:
             ).float()
 
     @torch.no_grad()
-    def itm_logits(self, images: Sequence[ImageSource], texts: Sequence[str], max_length: int = 35) -> torch.Tensor:
+    def itm_logits(
+        self, images: Sequence[ImageSource], texts: Sequence[str], max_length: int = TEXT_TOKENS
+    ) -> torch.Tensor:
         """ITM head logits (N, 2) for paired images and texts, index 1 = match (softmax gives match's 'itm')."""
         self._need("itm", "ITM logits")
         images, texts = _pair(images, texts)
@@ -273,7 +276,7 @@ class Blip:
 
     @torch.no_grad()
     def match(
-        self, images: Images, texts: Texts, max_length: int = 35, batch_size: int = 16, on_error: str = "raise"
+        self, images: Images, texts: Texts, max_length: int = TEXT_TOKENS, batch_size: int = 16, on_error: str = "raise"
     ) -> list[dict[str, Any]]:
         """Per (image, text) pair: 'itm' match probability (ITM head) and 'itc' cosine similarity (not a probability).
 
@@ -310,7 +313,7 @@ class Blip:
         return build_index(self, sources, out, batch_size=batch_size, **options)
 
     def gradcam(
-        self, image: ImageSource, text: str | Sequence[str], layer: int | None = None, max_length: int = 35
+        self, image: ImageSource, text: str | Sequence[str], layer: int | None = None, max_length: int = TEXT_TOKENS
     ) -> GradCam | list[GradCam]:
         """ITM Grad-CAM of one image with a text (a GradCam) or with each of several texts (a list), at one
         cross-attention layer of the image-grounded encoder (default: the middle one, LAVIS's 6 of 12)."""
@@ -334,7 +337,7 @@ class Blip:
     def caption(
         self,
         images: Images,
-        prompt: str = "a picture of ",
+        prompt: str = PROMPT,
         strategy: str = "beam",
         num_beams: int = 3,
         max_length: int = 20,
@@ -418,7 +421,7 @@ class Blip:
                 texts = [self.tokenizer.decode(seq[len(prompt_ids) :]) for seq in result.sequences]
                 itm = None
                 if self.model.has("itm"):
-                    ids, mask = self._texts(texts, 35)
+                    ids, mask = self._texts(texts, TEXT_TOKENS)
                     itm = (
                         self.model.itm_logits(embeds.repeat_interleave(len(texts) // len(pixels), 0), ids, mask)
                         .float()
@@ -509,7 +512,7 @@ class Blip:
         self._need_vqa("ask()")
         if len(image_embeds) != len(questions):
             raise BlipError(f"got {len(image_embeds)} image embeddings and {len(questions)} questions")
-        ids, mask = self._texts([pre_question(q) for q in questions], 35)
+        ids, mask = self._texts([pre_question(q) for q in questions], TEXT_TOKENS)
         with self.autocast():
             states = self.model.encode_grounded(ids, mask, image_embeds)
             if answers is None:

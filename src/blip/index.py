@@ -35,6 +35,7 @@ import torch
 
 from blip.data.robust import SkipCounter
 from blip.data.text import pre_caption
+from blip.defaults import TEXT_TOKENS
 from blip.errors import BlipError, ImageError
 from blip.images import ImageSource, load_image
 from blip.inference.engine import Entry, Unit, plan_units, stream_batches
@@ -647,7 +648,7 @@ class Index:
         self, model: Blip, text: str, query: torch.Tensor, hits: list[tuple[int, float, None]], batch_size: int = 16
     ) -> list[tuple[int, float, float]]:
         m = model.model
-        ids, mask = model._texts([text], 35)
+        ids, mask = model._texts([text], TEXT_TOKENS)
         scored = []
         for start in range(0, len(hits), batch_size):
             batch, pixels = [], []

@@ -8,6 +8,7 @@ import os
 import sys
 
 from blip.cli.common import add_model_args, finish, open_model
+from blip.defaults import PROMPT
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("images", nargs="+", help="image files, folders, list files or tar shards (brace patterns, URLs)")
     add_model_args(p)
-    p.add_argument("--prompt", default="a picture of ", help='text the caption continues (default "a picture of ")')
+    p.add_argument("--prompt", default=PROMPT, help=f'text the caption continues (default "{PROMPT}")')
     p.add_argument("--sample", action="store_true", help="nucleus sampling instead of beam search")
     p.add_argument("--beams", type=int, default=3, help="beam width (default 3)")
     p.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass (default 0.9)")

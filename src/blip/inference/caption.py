@@ -18,6 +18,7 @@ import torch
 
 from blip.api import Blip, Caption
 from blip.data.robust import SkipCounter
+from blip.defaults import PROMPT
 from blip.distributed import rank
 from blip.errors import BlipError
 from blip.inference.engine import (
@@ -46,7 +47,7 @@ class CaptionJob:
     suffix: str = ""
     skip_existing: bool = False
     image_root: str | None = None
-    prompt: str = "a picture of "
+    prompt: str = PROMPT
     sample: bool = False
     beams: int = 3
     top_p: float = 0.9

@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
 from blip.api import Blip
+from blip.defaults import PROMPT
 from blip.errors import BlipError, ImageError
 from blip.gradcam import GradCam, overlay
 from blip.images import load_image
@@ -129,7 +130,7 @@ def create_app(
         min_length: FormInt = 5,
         top_p: FormFloat = 0.9,
         num_captions: FormInt = 1,
-        prompt: FormStr = "a picture of ",
+        prompt: FormStr = PROMPT,
         seed: MaybeInt = None,
     ) -> dict[str, Any]:
         """Captions of the image with their log-probabilities (and ITM probability when the model has a head)."""

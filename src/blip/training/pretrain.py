@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from blip.defaults import MOMENTUM, QUEUE_SIZE
 from blip.distributed import rank, world_size
 from blip.model.config import PARTS, BlipConfig
 from blip.model.losses import lm_loss
@@ -34,7 +35,7 @@ class PretrainLosses:
 class BlipPretrain(MomentumContrastive):
     """A full BLIP plus momentum encoders and feature queues; forward returns the pretraining losses."""
 
-    def __init__(self, cfg: BlipConfig, queue_size: int = 57600, momentum: float = 0.995):
+    def __init__(self, cfg: BlipConfig, queue_size: int = QUEUE_SIZE, momentum: float = MOMENTUM):
         super().__init__(cfg.replace(parts=list(PARTS), decoder_input="image"), queue_size, momentum)
         share_encoder_decoder(self.text_encoder, self.text_decoder.bert)
         self.text_decoder.cls.predictions.decoder.weight = self.text_encoder.embeddings.word_embeddings.weight

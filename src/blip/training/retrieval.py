@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from blip.defaults import MOMENTUM, QUEUE_SIZE
 from blip.distributed import gather
 from blip.model.config import BlipConfig
 from blip.training.contrastive import MomentumContrastive
@@ -16,7 +17,7 @@ class BlipRetrievalTrain(MomentumContrastive):
 
     POINTER = "ptr_queue"
 
-    def __init__(self, cfg: BlipConfig, queue_size: int = 57600, momentum: float = 0.995):
+    def __init__(self, cfg: BlipConfig, queue_size: int = QUEUE_SIZE, momentum: float = MOMENTUM):
         super().__init__(
             cfg.replace(parts=["text_encoder", "itc", "itm"], decoder_input="image", nlvr=False),
             queue_size,
