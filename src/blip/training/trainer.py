@@ -78,7 +78,10 @@ class TrainConfig:
     bf16: bool | None = None  # default: on CUDA only
     max_steps: int | None = None  # stop after this many optimiser steps (tests, smoke runs)
     progress: bool = True
-    deterministic: bool = False  # bitwise-reproducible kernels (slower); makes resumed runs equal to straight ones
+    # Bitwise-reproducible runs: seeds every RNG from `seed`, pins the CPU threads and takes deterministic kernels;
+    # makes resumed runs equal to straight ones, and two runs of one recipe on one machine equal.
+    deterministic: bool = False
+    threads: int | None = None  # intra-op CPU threads under `deterministic` (None: torch's default, then recorded)
     fsdp: bool = False  # under torchrun: shard weights, gradients and optimiser state with FSDP2 instead of DDP
     steps_per_epoch: int | None = None  # optimiser steps in an epoch: required for iterable datasets, a cap otherwise
     extra: dict[str, Any] = field(default_factory=dict)
@@ -115,6 +118,7 @@ _AT_LEAST = {
     "keep": 1,
     "log_every": 1,
     "num_workers": 0,
+    "threads": 1,
     "max_steps": 1,
     "steps_per_epoch": 1,
 }
@@ -491,15 +495,32 @@ class Trainer:
 
     def fit(self, resume: bool = True) -> list[dict[str, float]]:
         """Train to the end (or max_steps); returns the logged records of this process."""
-        before = torch.are_deterministic_algorithms_enabled()
+        before, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+        fill = torch.utils.deterministic.fill_uninitialized_memory
         if self.cfg.deterministic:
-            # Some backward kernels (index_add, embedding) accumulate in a thread-dependent order.
+            # Some backward kernels accumulate in a thread-dependent order: on CPU, indexing's backward (index_put_
+            # with accumulate, behind the ITM negatives' image_embeds_all[neg_image]) adds with atomics across
+            # threads unless deterministic algorithms are on.
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
+            # Deterministic mode also NaN-fills every torch.empty, a debugging aid for kernels that read memory
+            # they did not write: about 6% of the demo model's CPU step (torch.profiler), for no change in results.
+            torch.utils.deterministic.fill_uninitialized_memory = False
+            # Even with deterministic kernels the weights depend on the thread count (1 and 2 threads train
+            # different ones): fix it, and record it in the checkpoints' config.
+            self.cfg.threads = self.cfg.threads or threads
+            torch.set_num_threads(self.cfg.threads)
+            # Training draws (ITM negatives, dropout) from the global generators: start them from the seed, not from
+            # whatever ran before in this process (a resume then restores the checkpoint's state over it).
+            random.seed(self.cfg.seed)
+            np.random.seed(self.cfg.seed % 2**32)
+            torch.manual_seed(self.cfg.seed)
         try:
             return self._fit(resume)
         finally:
             torch.use_deterministic_algorithms(before)
+            torch.utils.deterministic.fill_uninitialized_memory = fill
+            torch.set_num_threads(threads)
 
     def _fit(self, resume: bool) -> list[dict[str, float]]:
         cfg = self.cfg
