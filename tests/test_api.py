@@ -119,6 +119,15 @@ def test_match_gives_itm_probability_and_itc_cosine(hf_models):
     assert [s["itc"] for s in scores] == pytest.approx(itc.tolist(), abs=1e-5)
     feats = model.image_features([image(0)]) @ model.text_features(texts).t()
     assert feats[0].tolist() == pytest.approx(itc.tolist(), abs=1e-5)
+    # one image object given twice among others is encoded once: its pairs still score as transformers scores them
+    a, b = image(0), image(1)
+    mixed = model.match([a, b, a], texts + ["a red square"])
+    ids, mask = model.tokenizer(texts + ["a red square"], max_length=35)
+    enc = ids.clone()
+    enc[:, 0] = ENC
+    with torch.no_grad():
+        itm = hf(input_ids=enc, pixel_values=model.pixels([a, b, a]), attention_mask=mask).itm_score.softmax(-1)
+    assert [s["itm"] for s in mixed] == pytest.approx(itm[:, 1].tolist(), abs=1e-5)
 
 
 def test_ask_ranks_answers_by_smoothed_lm_loss(hf_models):

@@ -214,9 +214,7 @@ class Blip:
         self._need("text_encoder", "multimodal features")
         images, texts = _pair(images, texts)
         with self.autocast():
-            states = self.model.encode_grounded(
-                *self._texts(texts, max_length), self.model.encode_image(self.pixels(images))
-            )
+            states = self.model.encode_grounded(*self._texts(texts, max_length), self._encode_paired(images))
         return states[:, 0].float()
 
     @torch.no_grad()
@@ -234,9 +232,7 @@ class Blip:
         self._need("text_encoder", "multimodal states")
         images, texts = _pair(images, texts)
         with self.autocast():
-            return self.model.encode_grounded(
-                *self._texts(texts, max_length), self.model.encode_image(self.pixels(images))
-            ).float()
+            return self.model.encode_grounded(*self._texts(texts, max_length), self._encode_paired(images)).float()
 
     @torch.no_grad()
     def itm_logits(
@@ -247,7 +243,7 @@ class Blip:
         images, texts = _pair(images, texts)
         ids, mask = self._texts(texts, max_length)
         with self.autocast():
-            return self.model.itm_logits(self.model.encode_image(self.pixels(images)), ids, mask).float()
+            return self.model.itm_logits(self._encode_paired(images), ids, mask).float()
 
     @torch.no_grad()
     def nlvr(
@@ -274,6 +270,18 @@ class Blip:
             out += [Verdict(bool(p > 0.5), float(p)) for p in probs]
         return out
 
+    def _encode_paired(self, images: list[Any]) -> torch.Tensor:
+        """ViT states of a paired image list, each distinct image object encoded once (one image asked many questions
+        or matched with many texts is repeated by _pair: its copies share one forward pass)."""
+        first: dict[int, int] = {}
+        for im in images:
+            first.setdefault(id(im), len(first))
+        unique = list({id(im): im for im in images}.values())
+        embeds = self.model.encode_image(self.pixels(unique))
+        if len(unique) == len(images):
+            return embeds
+        return embeds[torch.tensor([first[id(im)] for im in images], device=embeds.device)]
+
     @torch.no_grad()
     def match(
         self, images: Images, texts: Texts, max_length: int = TEXT_TOKENS, batch_size: int = 16, on_error: str = "raise"
@@ -293,7 +301,7 @@ class Blip:
         for s in _batches(len(texts), batch_size):
             ids, mask = self._texts(texts[s], max_length)
             with self.autocast():
-                embeds = self.model.encode_image(self.pixels(images[s]))
+                embeds = self._encode_paired(images[s])
                 row: dict[str, torch.Tensor] = {}
                 if self.model.has("itm"):
                     row["itm"] = self.model.itm_logits(embeds, ids, mask).float().softmax(-1)[:, 1]
@@ -487,7 +495,7 @@ class Blip:
         out: list[Answer] = []
         for s in _batches(len(questions), batch_size):
             with self.autocast():
-                embeds = self.model.encode_image(self.pixels(images[s]))
+                embeds = self._encode_paired(images[s])
             out += self.ask_embeds(
                 embeds, questions[s], answers, num_beams, max_length, k_test, top, mask_question_padding, **options
             )
