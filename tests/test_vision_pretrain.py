@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import io
+import json
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ from blip.data.transforms import MEAN, STD
 from blip.errors import BlipError
 from blip.tasks.ablation import AblationConfig, _model
 from blip.tasks.pretrain import build_model
-from blip.tasks.vision_pretrain import NC, NS, batch_tensors, new_tower, scene_targets, tower_config
+from blip.tasks.vision_pretrain import NC, NS, batch_tensors, new_tower, scene_targets, tower_config, train
 from blip.tokenizer import Tokenizer
 
 
@@ -119,3 +121,38 @@ def test_shipped_tower_sees_shapes_better_than_a_random_one():
     random = new_tower(tower_config())
     auc_shipped, auc_random = _shape_auc(shipped, pixels, y, 352), _shape_auc(random, pixels, y, 352)
     assert auc_shipped > auc_random + 0.1, (auc_shipped, auc_random)
+
+
+def _train_args(out, steps: int) -> argparse.Namespace:
+    # Warm-up longer than the run: the lr of a step then does not depend on --steps, so 2 steps + resume to 4 and
+    # 4 steps straight train on the same samples with the same lrs.
+    return argparse.Namespace(
+        out=str(out),
+        seed=0,
+        pool=64,
+        heldout=16,
+        steps=steps,
+        batch=8,
+        lr=1e-3,
+        warmup=8,
+        wd=0.05,
+        dense=1,
+        eval_every=2,
+        threads=1,
+        workers=1,
+        probe_scenes=40,
+    )
+
+
+def test_training_resumes_without_losing_or_repeating_steps(tmp_path, capsys):
+    straight = train(_train_args(tmp_path / "a", 4))
+    train(_train_args(tmp_path / "b", 2))
+    capsys.readouterr()
+    resumed = train(_train_args(tmp_path / "b", 4))
+    # The resumed run trains (and logs) step 4 only: steps 1-2 come from the checkpoint, not from training again.
+    trained = [json.loads(line)["step"] for line in capsys.readouterr().out.splitlines() if '"loss"' in line]
+    assert trained == [4]
+    assert [r["step"] for r in resumed["log"]] == [r["step"] for r in straight["log"]] == [2, 4]
+    a, b = load_file(str(tmp_path / "a" / "tower.safetensors")), load_file(str(tmp_path / "b" / "tower.safetensors"))
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6)

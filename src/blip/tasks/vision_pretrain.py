@@ -291,7 +291,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             )
     save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(out / "tower.safetensors"))
     result = {"args": vars(args), "log": log, "heldout_auc": log[-1] if log else None}
-    result["frozen_probe"] = probe_report(out / "tower.safetensors", args.seed, workers=args.workers)
+    result["frozen_probe"] = probe_report(out / "tower.safetensors", args.seed, args.probe_scenes, args.workers)
     print(json.dumps(result["frozen_probe"]), flush=True)
     (out / "probe.json").write_text(json.dumps(result, indent=2))
     return result
@@ -312,11 +312,12 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workers", type=int, default=2, help="processes rendering the pool")
+    ap.add_argument("--probe-scenes", type=int, default=2000, help="demo-world scenes of the frozen probe")
     ap.add_argument("--probe", metavar="WEIGHTS", help="only print the frozen-probe AUCs of WEIGHTS vs a random tower")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.probe:
-        print(json.dumps(probe_report(args.probe, args.seed, workers=args.workers)))
+        print(json.dumps(probe_report(args.probe, args.seed, args.probe_scenes, args.workers)))
     else:
         train(args)
 
