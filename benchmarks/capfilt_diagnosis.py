@@ -3,6 +3,8 @@
     W=runs/diag/world; blip data synth --out $W --images 7500 --seed 0 --noise 0.4 --web-fraction 0.8
     python benchmarks/capfilt_diagnosis.py pretrain --world $W --data noisy  --out runs/diag/noisy8    # ~3 min
     python benchmarks/capfilt_diagnosis.py pretrain --world $W --data oracle --out runs/diag/oracle8   # ~3 min
+    python benchmarks/capfilt_diagnosis.py pretrain --world $W --data noisy --out runs/diag/noisy8tower \\
+        --vision-init src/blip/assets/tower_tiny_synth.safetensors    # from the demo's pretrained tower
     python benchmarks/capfilt_diagnosis.py filter --world $W --init runs/diag/noisy8/pretrain/model --steps 120 \\
         --out runs/diag/filter120
     python benchmarks/capfilt_diagnosis.py captioner --world $W --init runs/diag/noisy8/pretrain/model \\
@@ -49,6 +51,7 @@ def _recipe(args: argparse.Namespace, steps: int = 500) -> dict[str, Any]:
             "preset": "tiny",
             "image_size": 64,
             "overrides": {"vision.patch_size": args.patch, "vision.depth": 2, "text.layers": 2},
+            **({"vision_init": args.vision_init} if getattr(args, "vision_init", None) else {}),
         },
     )
     recipe = chain_recipe(cfg, Path(args.world), Path(args.out))
@@ -224,6 +227,7 @@ def main() -> None:
             p.add_argument("--data", choices=["noisy", "oracle"], default="noisy")
             p.add_argument("--steps", type=int, default=500)
             p.add_argument("--ft-steps", type=int, default=120, help="caption fine-tune before CIDEr")
+            p.add_argument("--vision-init", help="ViT weights to start from (the demo's: src/blip/assets)")
         else:
             p.add_argument("--init", required=True)
             p.add_argument("--steps", dest="ft_steps", type=int, default=120, help="fine-tuning steps")

@@ -222,6 +222,7 @@ class ModelSpec(Recipe):
     image_size: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     init: str | None = None  # a checkpoint whose matching weights (momentum encoders and queues too) start the run
+    vision_init: str | None = None  # image-only ViT weights (the paper's DeiT; the demo's shipped tower) to start from
 
     def __post_init__(self) -> None:
         from blip.model.config import BlipConfig

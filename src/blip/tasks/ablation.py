@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,9 @@ class AblationConfig:
     batch_size: int = 48
     model: dict[str, Any] | None = None  # preset and overrides for every model of the chain
     k_test: int = 16
+    # The paper's ViT starts from DeiT weights; every row here starts from the demo's tower trained with labels on
+    # the synthetic world (tasks/vision_pretrain.py). None: from scratch.
+    vision_init: str | None = str(resources.files("blip.assets") / "tower_tiny_synth.safetensors")
 
 
 def _model(cfg: AblationConfig) -> dict[str, Any]:
@@ -54,6 +58,7 @@ def _model(cfg: AblationConfig) -> dict[str, Any]:
         "preset": "tiny",
         "image_size": 64,
         "overrides": {"vision.patch_size": 8, "vision.depth": 2, "text.layers": 2},
+        **({"vision_init": cfg.vision_init} if cfg.vision_init else {}),
     }
 
 

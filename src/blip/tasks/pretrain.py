@@ -9,11 +9,12 @@ from typing import Any
 
 import torch
 
-from blip.checkpoint import carry_training_state, load_checkpoint
+from blip.checkpoint import carry_training_state, load_checkpoint, read_state_dict
 from blip.data import PairDataset
 from blip.data.robust import SkipCounter
 from blip.errors import BlipError
 from blip.model.config import preset
+from blip.model.vision import resample_pos_embed
 from blip.recipes import PretrainRecipe, to_dict
 from blip.tasks.common import image_transform, read_sources, read_webdataset, tokenizer_or_bert, train_and_save
 from blip.tokenizer import Tokenizer
@@ -51,12 +52,28 @@ def build_model(recipe: Mapping | PretrainRecipe, tok: Tokenizer) -> BlipPretrai
     cfg = preset(m.preset, **overrides)
     torch.manual_seed(recipe.train.seed)
     model = BlipPretrain(cfg, queue_size=recipe.queue_size, momentum=recipe.momentum)
+    if m.vision_init:
+        load_vision_init(model, m.vision_init)
     if m.init:
         init, _, _ = load_checkpoint(m.init, image_size=cfg.vision.image_size, allow_missing=True)
         model.load_state_dict(init.state_dict(), strict=False)
         model.reset_momentum()
         carry_training_state(model, m.init)  # its momentum encoders and queues, as the reference's load does
     return model
+
+
+def load_vision_init(model: BlipPretrain, path: str | Path) -> None:
+    """Start the ViT and its momentum copy from image-only weights, as the reference's init_deit loads DeiT's."""
+    sd = {k.removeprefix("visual_encoder."): v for k, v in read_state_dict(path).items()}
+    own = model.visual_encoder.state_dict()
+    if "pos_embed" in sd:
+        sd["pos_embed"] = resample_pos_embed(sd["pos_embed"], model.cfg.vision.image_size, model.cfg.vision.patch_size)
+    wrong = [k for k in own if k not in sd or sd[k].shape != own[k].shape]
+    if wrong:
+        raise BlipError(f"vision_init {path}: not a ViT of this model's shape ({wrong[0]} missing or of another shape)")
+    # A classifier head beside the ViT (DeiT's) is left out, as the reference's strict=False load leaves it.
+    model.visual_encoder.load_state_dict({k: sd[k] for k in own})
+    model.reset_momentum()
 
 
 def pretrain(recipe: Mapping | PretrainRecipe, resume: bool = False) -> Path:
