@@ -285,8 +285,12 @@ def profile(args) -> dict:
                 "steps": gen.max_length - prompt.shape[1],
                 "identical_ids_to_issue_15_before": bool((ids[name] == ids["issue 15 before"]).all()),
                 "top_ops": [
-                    {"op": e.key, "shapes": str(e.input_shapes)[:80], "share": e.self_cpu_time_total / total,
-                     "calls": e.count}
+                    {
+                        "op": e.key,
+                        "shapes": str(e.input_shapes)[:80],
+                        "share": e.self_cpu_time_total / total,
+                        "calls": e.count,
+                    }
                     for e in events[:8]
                 ],
             }
