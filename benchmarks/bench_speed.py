@@ -3,16 +3,20 @@
 Parts (--parts, default all but compile):
   speed      base shapes (ViT-B/16 at 384 + BERT-base, random weights built by transformers and loaded by ours),
              beam 3, 20 tokens with the end token blocked: transformers fp32, ours fp32, ours bf16 through autocast
-             alone, a cast alone, and cast + autocast (what `--dtype bfloat16` does); vision and decoding timed apart.
+             alone, a cast alone, and cast + autocast (what `--dtype bfloat16` does), and ours fp32 / cast+autocast
+             with the decoder's cross-attention as before (scaled_dot_product_attention on kv()'s layout); vision and
+             decoding timed apart, the order of the rows reversed every other repeat, the load average recorded.
   nounits    ours fp32 against ours bf16 with oneDNN capped below AVX512-BF16 (ONEDNN_MAX_CPU_ISA=AVX512_CORE), as
              on a CPU without bf16 units (a subprocess).
   agreement  a tiny model pretrained here on the synthetic world: captions of 64 test images, ITM probabilities and
              ITC cosines of 64 pairs in bf16 against fp32.
-  profile    torch.profiler of one bf16 caption batch, decoder before (KV cache grown by torch.cat, a host sync every
-             step) and after (preallocated cache, a sync every 4 steps).
+  profile    torch.profiler of one caption batch's decoding, fp32 and bf16, three decoders: "issue 15 before" (KV
+             cache grown by torch.cat, a host sync every step, cross-attention through scaled_dot_product_attention),
+             "sdpa cross" (preallocated cache, a sync every 4 steps, the same cross-attention) and "after" (as
+             blip decodes: cross_kv()'s transposed keys, attention written out).
   compile    `Blip.compile()` on the tiny preset: compile time, then vision and decoding against eager.
 
-    python benchmarks/bench_speed.py --batch 4 --json runs/bench_speed.json
+    python benchmarks/bench_speed.py --parts speed profile --batch 8 --json benchmarks/speed_results.json
 """
 
 from __future__ import annotations
@@ -66,6 +70,12 @@ def before_issue_15():
         generation.KVCache, generation.SYNC_EVERY = old
 
 
+def sdpa_cross_kv(decoder, embeds):
+    """Cross-attention keys/values in kv()'s layout, which `Attention.cross` reads through scaled_dot_product_attention
+    (how the decoder attended before cross_kv() laid the keys out transposed)."""
+    return [layer.crossattention.kv(embeds) for layer in decoder.bert.encoder.layer]
+
+
 def timed(fn):
     t0 = time.perf_counter()
     out = fn()
@@ -87,22 +97,20 @@ def speed(args) -> dict:
             return torch.autocast("cpu", dtype=torch.bfloat16)
 
         modes = {
-            "ours fp32": (ours, contextlib.nullcontext),
-            "ours bf16 autocast": (ours, ac),
-            "ours bf16 cast": (ours_cast, contextlib.nullcontext),
-            "ours bf16 cast+autocast": (ours_cast, ac),
+            "ours fp32": (ours, contextlib.nullcontext, False),
+            "ours fp32, sdpa cross-attention": (ours, contextlib.nullcontext, True),
+            "ours bf16 autocast": (ours, ac, False),
+            "ours bf16 cast": (ours_cast, contextlib.nullcontext, False),
+            "ours bf16 cast+autocast": (ours_cast, ac, False),
+            "ours bf16 cast+autocast, sdpa cross-attention": (ours_cast, ac, True),
         }
 
-        def ours_run(model, ctx):
+        def ours_run(model, ctx, sdpa):
+            kv_of = sdpa_cross_kv if sdpa else lambda decoder, e: decoder.bert.cross_kv(e)
             with torch.no_grad(), ctx():
                 tv, e = timed(lambda: model.encode_image(pixels.to(next(model.parameters()).dtype)))
-                td, ids = timed(
-                    lambda: (
-                        generate(
-                            model.text_decoder, prompt, model.text_decoder.bert.cross_kv(e), None, gen, SEP, PAD
-                        ).sequences
-                    )
-                )
+                dec = model.text_decoder
+                td, ids = timed(lambda: generate(dec, prompt, kv_of(dec, e), None, gen, SEP, PAD).sequences)
             return tv, td, ids
 
         def hf_run():
@@ -121,16 +129,18 @@ def speed(args) -> dict:
             return tv, tt - tv, ids
 
         runs = {name: [] for name in ["transformers fp32", *modes]}
-        for model, ctx in modes.values():  # untimed small pass: page faults, oneDNN kernel creation
+        for model, ctx, _ in modes.values():  # untimed small pass: page faults, oneDNN kernel creation
             with torch.no_grad(), ctx():
                 model.encode_image(pixels[:1].to(next(model.parameters()).dtype))
         for r in range(args.repeats):
-            for name, outs in runs.items():
+            # Every other repeat runs the rows in reverse, so that no row always follows the same neighbour.
+            for name in list(runs) if r % 2 == 0 else list(runs)[::-1]:
+                load = os.getloadavg()[0]
                 out = hf_run() if name == "transformers fp32" else ours_run(*modes[name])
-                outs.append(out)
+                runs[name].append((*out, max(load, os.getloadavg()[0])))
                 print(
-                    f"repeat {r + 1} {name:26s} vision {out[0]:7.2f} s  decoding {out[1]:7.2f} s  "
-                    f"load {os.getloadavg()[0]:.1f}",
+                    f"repeat {r + 1} {name:46s} vision {out[0]:7.2f} s  decoding {out[1]:7.2f} s  "
+                    f"load {runs[name][-1][3]:.1f}",
                     flush=True,
                 )
     ref_ids = runs["ours fp32"][0][2]
@@ -141,7 +151,9 @@ def speed(args) -> dict:
             "vision_s": best[0],
             "decoding_s": best[1],
             "total_s": best[0] + best[1],
-            "identical_ids_to_ours_fp32": bool((outs[0][2] == ref_ids).all()),
+            "load_1min": best[3],
+            "all_repeats_s": [o[0] + o[1] for o in outs],
+            "identical_ids_to_ours_fp32": all(bool((o[2] == ref_ids).all()) for o in outs),
             "rows_identical": int((outs[0][2] == ref_ids).all(dim=1).sum()),
         }
     hf_total = table["transformers fp32"]["total_s"]
@@ -236,33 +248,58 @@ def profile(args) -> dict:
     from blip.model.config import preset
 
     torch.manual_seed(0)
-    model = BlipModel(preset("base", task="caption")).eval()
-    _cast_to_bf16(model)
+    m32 = BlipModel(preset("base", task="caption")).eval()
+    m16 = copy.deepcopy(m32)
+    _cast_to_bf16(m16)
     b = args.batch
     prompt = torch.tensor([[DEC] + PROMPT_WORDS] * b)
+    pixels = torch.randn(b, 3, 384, 384)
     gen = GenerationConfig(num_beams=3, max_length=20, min_length=20, suppress_eos=True, length_norm="transformers")
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        kv = model.text_decoder.bert.cross_kv(model.encode_image(torch.randn(b, 3, 384, 384)))
     result = {}
-    for name, ctx in (("before", before_issue_15), ("after", contextlib.nullcontext)):
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), ctx():
-            generate(model.text_decoder, prompt, kv, None, gen, SEP, PAD)  # warm
-            seconds = min(
-                timed(lambda: generate(model.text_decoder, prompt, kv, None, gen, SEP, PAD))[0] for _ in range(2)
+    for dtype, model, ctx in (
+        ("fp32", m32, contextlib.nullcontext),
+        ("bf16", m16, lambda: torch.autocast("cpu", dtype=torch.bfloat16)),
+    ):
+        dec = model.text_decoder
+        with torch.no_grad(), ctx():
+            embeds = model.encode_image(pixels.to(next(model.parameters()).dtype))
+            layouts = {"sdpa": sdpa_cross_kv(dec, embeds), "written out": dec.bert.cross_kv(embeds)}
+        ids = {}
+        for name, cache_ctx, layout in (
+            ("issue 15 before", before_issue_15, "sdpa"),
+            ("sdpa cross", contextlib.nullcontext, "sdpa"),
+            ("after", contextlib.nullcontext, "written out"),
+        ):
+            kv = layouts[layout]
+            with torch.no_grad(), ctx(), cache_ctx():
+                generate(dec, prompt, kv, None, gen, SEP, PAD)  # warm
+                runs = [timed(lambda d=dec, k=kv: generate(d, prompt, k, None, gen, SEP, PAD)) for _ in range(2)]
+                with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+                    generate(dec, prompt, kv, None, gen, SEP, PAD)
+            ids[name] = runs[0][1].sequences
+            events = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
+            total = sum(e.self_cpu_time_total for e in events)
+            result[f"{dtype} {name}"] = {
+                "decoding_s": min(r[0] for r in runs),
+                "load_1min": os.getloadavg()[0],
+                "steps": gen.max_length - prompt.shape[1],
+                "identical_ids_to_issue_15_before": bool((ids[name] == ids["issue 15 before"]).all()),
+                "top_ops": [
+                    {
+                        "op": e.key,
+                        "shapes": str(e.input_shapes)[:80],
+                        "share": e.self_cpu_time_total / total,
+                        "calls": e.count,
+                    }
+                    for e in events[:8]
+                ],
+            }
+            print(
+                f"\n{dtype} {name}: decoding {result[f'{dtype} {name}']['decoding_s']:.3f} s  "
+                f"load {os.getloadavg()[0]:.1f}\n"
+                + prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=10),
+                flush=True,
             )
-            with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-                generate(model.text_decoder, prompt, kv, None, gen, SEP, PAD)
-        events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
-        total = sum(e.self_cpu_time_total for e in events)
-        result[name] = {
-            "decoding_s": seconds,
-            "top_ops": [{"op": e.key, "share": e.self_cpu_time_total / total, "calls": e.count} for e in events[:10]],
-        }
-        print(
-            f"\n{name}: decoding {seconds:.3f} s\n"
-            + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12),
-            flush=True,
-        )
     return result
 
 

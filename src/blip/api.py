@@ -430,11 +430,8 @@ class Blip:
                 itm = None
                 if self.model.has("itm"):
                     ids, mask = self._texts(texts, TEXT_TOKENS)
-                    itm = (
-                        self.model.itm_logits(embeds.repeat_interleave(len(texts) // len(pixels), 0), ids, mask)
-                        .float()
-                        .softmax(-1)[:, 1]
-                    )
+                    # num_captions rows per image share its keys/values (model/text.py folds them), not copies
+                    itm = self.model.itm_logits(embeds, ids, mask).float().softmax(-1)[:, 1]
             for i, text in enumerate(texts):
                 lp, n = float(result.logprob[i]), max(1, int(result.num_tokens[i]))
                 ids = result.sequences[i, : len(prompt_ids) + int(result.num_tokens[i])].tolist()

@@ -1,8 +1,8 @@
 """The one generation loop: greedy, beam search and nucleus sampling over the MED decoder, batched.
 
 The image (or, for VQA, the question) is encoded once; its cross-attention keys and values are computed once per
-layer and shared by every beam and step, beams attending to them through the query-folding in
-`model.text.Attention.attend`. Only the self-attention cache grows and is reordered.
+layer (`TextTransformer.cross_kv`) and shared by every beam and step, beams attending to them through the
+query-folding in `model.text.Attention.cross`. Only the self-attention cache grows and is reordered.
 """
 
 from __future__ import annotations

@@ -95,8 +95,8 @@ class Attention(nn.Module):
         self.attention_dropout = cfg.attention_dropout
         self.self = QKV(cfg.hidden, kv_width)
         self.output = AddNorm(cfg.hidden, cfg.hidden, cfg.layer_norm_eps, cfg.dropout)
-        # Opt-in (blip/gradcam.py): when a list, attend() computes the probabilities explicitly, since
-        # scaled_dot_product_attention does not return them, and appends them, still in the autograd graph.
+        # Opt-in (blip/gradcam.py): when a list, cross() appends its attention probabilities, still in the autograd
+        # graph (scaled_dot_product_attention does not return them).
         self.record_probs: list[torch.Tensor] | None = None
 
     def kv(self, source: torch.Tensor) -> LayerKV:
@@ -109,14 +109,7 @@ class Attention(nn.Module):
         q = _heads(self.self.query(x), self.heads)
         rows = k.shape[0]
         dropout = self.attention_dropout if self.training else 0.0
-        if self.record_probs is not None and rows == b:
-            scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-            if mask is not None:
-                scores = scores.masked_fill(~mask, float("-inf"))
-            probs = scores.softmax(-1)
-            self.record_probs.append(probs)
-            out = F.dropout(probs, dropout, self.training) @ v
-        elif rows == b:
+        if rows == b:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         else:
             # Several beams (or answers) share one image: fold them into the query length so every beam attends to
@@ -127,9 +120,36 @@ class Attention(nn.Module):
             out = out.reshape(rows, self.heads, r, t, -1).transpose(1, 2).reshape(b, self.heads, t, -1)
         return self.output(out.transpose(1, 2).reshape(b, t, d), x)
 
+    def cross_kv(self, source: torch.Tensor) -> LayerKV:
+        """Keys and values of image tokens for decoding: keys (B, heads, N, head_dim) laid out transposed in memory,
+        so that q @ k^T in `cross` streams them contiguously at every step."""
+        k, v = self.kv(source)
+        return k.transpose(-2, -1).contiguous().transpose(-2, -1), v.contiguous()
+
     def cross(self, x: torch.Tensor, kv: LayerKV, mask: torch.Tensor | None) -> torch.Tensor:
-        """Cross-attention to precomputed keys/values."""
-        return self.attend(x, *kv, mask)
+        """Cross-attention to keys/values from kv() or cross_kv(); x's rows may be R consecutive rows per row of kv."""
+        k, v = kv
+        if self.record_probs is None and k.stride(-1) == 1:
+            # kv()'s layout (training, single passes such as ITM): scaled_dot_product_attention is fastest there.
+            return self.attend(x, k, v, mask)
+        # cross_kv()'s layout (decoding), or Grad-CAM: softmax(q k^T / sqrt(d)) v written out, as transformers' BLIP
+        # computes it. On CPU this is 2-3x faster than scaled_dot_product_attention for a decoding step's few
+        # queries per image (benchmarks/bench_speed.py, profile), and it gives Grad-CAM the probabilities.
+        b, t, d = x.shape
+        rows, r = k.shape[0], b // k.shape[0]
+        q = _heads(self.self.query(x), self.heads)
+        # The R beams of one image share its keys/values: folded into the query length they read them once per
+        # image instead of once per beam (the reference repeats the image tokens per beam); rows are independent.
+        q = q.reshape(rows, r, self.heads, t, -1).transpose(1, 2).reshape(rows, self.heads, r * t, -1)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        probs = scores.float().softmax(-1)
+        if self.record_probs is not None:
+            self.record_probs.append(probs)  # (images, heads, R * T, N): R = 1 in Grad-CAM
+        probs = F.dropout(probs, self.attention_dropout, self.training).to(v.dtype)
+        out = (probs @ v).reshape(rows, self.heads, r, t, -1).permute(0, 2, 3, 1, 4)
+        return self.output(out.reshape(b, t, d), x)
 
 
 class TwinCrossAttention(nn.Module):
@@ -232,9 +252,9 @@ class TextTransformer(nn.Module):
             Layer(cfg, encoder_width, twin, merge=twin and i >= merge_from) for i in range(cfg.layers)
         )
 
-    def cross_kv(self, image_embeds: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> list[LayerKV]:
+    def cross_kv(self, image_embeds: torch.Tensor) -> list[LayerKV]:
         """Cross-attention keys/values of the image tokens for every layer: computed once, reused by every step."""
-        return [layer.crossattention.kv(image_embeds) for layer in self.encoder.layer]
+        return [layer.crossattention.cross_kv(image_embeds) for layer in self.encoder.layer]
 
     def forward(
         self,
