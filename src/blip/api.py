@@ -274,9 +274,11 @@ class Blip:
         """ViT states of a paired image list, each distinct image object encoded once (one image asked many questions
         or matched with many texts is repeated by _pair: its copies share one forward pass)."""
         first: dict[int, int] = {}
+        unique: list[Any] = []
         for im in images:
-            first.setdefault(id(im), len(first))
-        unique = list({id(im): im for im in images}.values())
+            if id(im) not in first:
+                first[id(im)] = len(unique)
+                unique.append(im)
         embeds = self.model.encode_image(self.pixels(unique))
         if len(unique) == len(images):
             return embeds
