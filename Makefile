@@ -4,9 +4,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test demo install clean
 
+# --no-compile: pip would byte-compile every module of the torch wheel (~40 s of CPU on a 2-core VM, inside the
+# demo's 15 minutes); Python compiles only the modules it imports, when it first imports them.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test,demo]"
+	$(PY) -m pip install -q --no-compile --disable-pip-version-check -c constraints.txt -e ".[test,demo]"
 	touch $(STAMP)
 
 install: $(STAMP)
