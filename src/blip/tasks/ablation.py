@@ -46,11 +46,11 @@ class AblationConfig:
     # pairs far apart, so either threshold gives the same cut, but a tiny filter's scores sit between 0.2 and 0.6
     # and 0.5 would drop 90% of the clean texts with the noisy ones (BENCHMARKS.md).
     threshold: float = 1 / 3
-    # 250, not 500: the four pretrainings are most of the demo's time, and it must fit 15 minutes on the slower
+    # 200, not 500: the four pretrainings are most of the demo's time, and it must fit 15 minutes on the slower
     # 2-core machines too (BENCHMARKS.md).
-    pretrain_steps: int = 250
-    # 240 steps (seeds 1-4 of BENCHMARKS.md) took `make demo` to 14 min 14 s of its 15: 120 keeps it near 12.
-    finetune_steps: int = 120
+    pretrain_steps: int = 200
+    # Captioner, filter and the caption evaluation's fine-tunes: 8 short epochs of 12 steps (the time budget again).
+    finetune_steps: int = 96
     batch_size: int = 48
     model: dict[str, Any] | None = None  # preset and overrides for every model of the chain
     k_test: int = 16
