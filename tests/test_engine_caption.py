@@ -242,12 +242,13 @@ def test_kill_and_rerun_gives_one_record_per_image_as_an_uninterrupted_run(hf_mo
             "1",
         ]
 
+    # The killed run is pinned to one thread (slow enough for the kill to land mid-run); the straight run and the
+    # rerun are pinned too, so the runs differ only by the kill.
+    one = dict(os.environ, OMP_NUM_THREADS="1")
     straight = tmp_path / "straight.jsonl"
-    assert subprocess.run(cmd(straight), capture_output=True, check=False).returncode == 0
+    assert subprocess.run(cmd(straight), capture_output=True, check=False, env=one).returncode == 0
     out = tmp_path / "killed.jsonl"
-    proc = subprocess.Popen(
-        cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, OMP_NUM_THREADS="1")
-    )
+    proc = subprocess.Popen(cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=one)
     parts = tmp_path / "killed.jsonl.parts"
     deadline = time.time() + 120
     while time.time() < deadline and len(list(parts.glob("*.jsonl"))) < 2:
@@ -256,7 +257,7 @@ def test_kill_and_rerun_gives_one_record_per_image_as_an_uninterrupted_run(hf_mo
     proc.wait()
     done = len(list(parts.glob("*.jsonl")))
     assert 2 <= done < 12 and not out.exists(), "the kill must land mid-run"
-    r = subprocess.run(cmd(out), capture_output=True, text=True, check=False)
+    r = subprocess.run(cmd(out), capture_output=True, text=True, check=False, env=one)
     assert r.returncode == 0, r.stderr
     got = records(out)
     assert sorted(g["image"] for g in got) == sorted(str(p) for p in photos.glob("*.jpg"))  # one record each
