@@ -251,9 +251,9 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     summary = capfilt_stage(recipe.capfilt, captioner, filt, out / "capfilt")
     provenance = [json.loads(x) for x in (out / "capfilt" / "provenance.jsonl").read_text().splitlines()]
     step("CapFilt", s)
+    data = _variant_data(synth, provenance, out / "capfilt")
+    s = time.perf_counter()
     with side_by_side() as pool:
-        data = _variant_data(synth, provenance, out / "capfilt")
-        s = time.perf_counter()
         # Submitted in this order, the pool pretrains two variants side by side, then the third beside the
         # evaluations of the rows already pretrained. Each evaluation (retrieval; caption fine-tune and scoring) is a
         # job of its own, so the one left after the last pretraining is short.
