@@ -9,6 +9,9 @@
         --out runs/diag/filter120
     python benchmarks/capfilt_diagnosis.py captioner --world $W --init runs/diag/noisy8/pretrain/model \\
         --out runs/diag/captioner
+    python benchmarks/capfilt_diagnosis.py filter --world $W --init runs/diag/noisy8/pretrain/model --steps 120 \\
+        --itm-negatives uniform --out runs/diag/filter120u        # ITM negatives drawn uniformly
+    python benchmarks/capfilt_diagnosis.py negatives --world runs/demo/synth --model runs/demo/filter/model
     python benchmarks/capfilt_diagnosis.py provenance runs/demo        # a finished `blip demo` folder
     python benchmarks/capfilt_diagnosis.py steptime                    # model step, 16- vs 8-px patches
 
@@ -17,7 +20,9 @@ those labelled clean (oracle: a perfect filter), then zero-shot retrieval (k_tes
 after a caption fine-tune with a constant lr (--ft-steps). filter: a filter fine-tuned from --init, scored against
 the noise labels (ROC AUC clean vs corrupted, per kind). captioner: a captioner fine-tuned from --init; its captions
 of 300 web images checked claim by claim against the scene graphs with the independent checker of
-tests/test_data_synth.py. Run two at a time with OMP_NUM_THREADS=1 on a 2-core machine.
+tests/test_data_synth.py. negatives: the share of ITM negatives (one per human training pair, in the demo's batches
+of 48) whose text is true of the image, drawn as training draws them.
+Run two at a time with OMP_NUM_THREADS=1 on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import torch
 import blip
 from blip.tasks.ablation import AblationConfig, chain_recipe, filter_quality
 from blip.tasks.chain import evaluate_stage, finetune_stage, pretrain_stage
+from blip.training.contrastive import ITM_NEGATIVES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_data_synth import COLOUR_OF, COUNT_OF, NP, POS_CELLS, POS_OF, SHAPE_OF, caption_holds  # noqa: E402
@@ -94,7 +100,8 @@ def _auc(pos: torch.Tensor, neg: torch.Tensor) -> float:
 def filter_(args: argparse.Namespace) -> None:
     """Fine-tune a filter; ITM AUC of clean vs corrupted web texts, overall and per kind."""
     world = Path(args.world)
-    model = blip.load(finetune_stage("retrieval", _recipe(args)["filter"], Path(args.init), Path(args.out) / "filter"))
+    recipe = {**_recipe(args)["filter"], "itm_negatives": args.itm_negatives}
+    model = blip.load(finetune_stage("retrieval", recipe, Path(args.init), Path(args.out) / "filter"))
     web = json.loads((world / "web.json").read_text())[: args.n]
     labels = json.loads((world / "web_noise_labels.json").read_text())[: args.n]
     scores = torch.tensor(
@@ -115,6 +122,28 @@ def filter_(args: argparse.Namespace) -> None:
 
 def _scene(scenes: list[dict[str, Any]], image: str) -> dict[str, Any]:
     return scenes[int(Path(image).stem)]
+
+
+def negatives(args: argparse.Namespace) -> None:
+    """How often an ITM negative is in fact true of its image: drawn by ITC similarity (the paper) or uniformly."""
+    world = Path(args.world)
+    model = blip.load(args.model)
+    scenes = json.loads((world / "scenes.json").read_text())
+    train = json.loads((world / "coco_karpathy_train.json").read_text())[: args.n]
+    g = torch.Generator().manual_seed(args.seed)
+    true = {"similarity": 0, "uniform": 0}
+    for start in range(0, len(train), 48):  # the demo's batch
+        batch = train[start : start + 48]
+        texts = [e["caption"][0] if isinstance(e["caption"], list) else e["caption"] for e in batch]
+        with torch.no_grad():
+            sim = model.image_features([str(world / e["image"]) for e in batch]) @ model.text_features(texts).t()
+        # As training draws them: softmax(similarity / temperature) over the batch, the pair itself excluded.
+        weights = {"similarity": torch.softmax(sim / model.model.temp, dim=1), "uniform": torch.ones_like(sim)}
+        for how, w in weights.items():
+            drawn = torch.multinomial(w.fill_diagonal_(0), 1, generator=g)[:, 0]
+            true[how] += sum(caption_holds(texts[int(j)], _scene(scenes, e["image"]))[0] for e, j in zip(batch, drawn))
+    for how, n in true.items():
+        print(f"ITM negatives drawn by {how}: {100 * n / len(train):.1f}% true of their image")
 
 
 def captioner(args: argparse.Namespace) -> None:
@@ -231,12 +260,19 @@ def main() -> None:
         else:
             p.add_argument("--init", required=True)
             p.add_argument("--steps", dest="ft_steps", type=int, default=120, help="fine-tuning steps")
+        if name == "filter":
+            p.add_argument("--itm-negatives", choices=ITM_NEGATIVES, default="similarity")
+    p = sub.add_parser("negatives")
+    p.add_argument("--world", required=True)
+    p.add_argument("--model", required=True, help="a model with ITC heads (a demo's filter/model)")
+    p.add_argument("--n", type=int, default=480, help="human training pairs, in batches of 48")
+    p.add_argument("--seed", type=int, default=0)
     sub.add_parser("provenance").add_argument("run")
     sub.add_parser("steptime").add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    {"pretrain": pretrain, "filter": filter_, "captioner": captioner, "provenance": provenance, "steptime": steptime}[
-        args.cmd
-    ](args)
+    commands = {"pretrain": pretrain, "filter": filter_, "captioner": captioner, "negatives": negatives}
+    commands.update(provenance=provenance, steptime=steptime)
+    commands[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python benchmarks/demo_seeds.py --seeds 0 1 2 --out runs/demo_seeds      # runs the missing seeds, then prints
     python benchmarks/demo_seeds.py --seeds 1 2 3 4 --finetune-steps 240     # longer fine-tunes than the demo's
+    python benchmarks/demo_seeds.py --seeds 0 1 --filter-itm-negatives uniform --out runs/seeds_uniform
 
 Each seed is a new synthetic world and new models (`blip demo --seed S`); finished seeds are read from
 OUT/seed_S/results.json, so rerunning only prints, and a killed run resumes inside its seed. Besides the means it
@@ -21,6 +22,7 @@ from pathlib import Path
 from scipy.stats import ttest_rel
 
 from blip.tasks.ablation import VARIANTS, AblationConfig, run_ablation
+from blip.training.contrastive import ITM_NEGATIVES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_data_synth import caption_holds  # noqa: E402
@@ -38,6 +40,13 @@ def main() -> None:
         default=AblationConfig.finetune_steps,
         help="captioner, filter and caption-evaluation fine-tunes (the demo's default unless given)",
     )
+    for part in ("pretrain", "filter"):
+        ap.add_argument(
+            f"--{part}-itm-negatives",
+            choices=ITM_NEGATIVES,
+            default="similarity",
+            help=f"how ITM draws its negatives in the {part} training (AblationConfig)",
+        )
     args = ap.parse_args()
     results = []
     for seed in args.seeds:
@@ -46,7 +55,15 @@ def main() -> None:
         results.append(
             json.loads(done.read_text())
             if done.exists()
-            else run_ablation(AblationConfig(out=str(out), seed=seed, finetune_steps=args.finetune_steps))
+            else run_ablation(
+                AblationConfig(
+                    out=str(out),
+                    seed=seed,
+                    finetune_steps=args.finetune_steps,
+                    pretrain_itm_negatives=args.pretrain_itm_negatives,
+                    filter_itm_negatives=args.filter_itm_negatives,
+                )
+            )
         )
     print(f"\n{len(results)} seeds ({', '.join(map(str, args.seeds))}): mean ± sample sd")
     print("| pretraining data | text R@1 | image R@1 | BLEU-4 | CIDEr |\n|---|---|---|---|---|")

@@ -75,6 +75,7 @@ def test_defaults_are_the_references():
     pre, ret = PretrainRecipe(), RetrievalRecipe()
     assert (pre.queue_size, pre.momentum, pre.alpha) == (ret.queue_size, ret.momentum, ret.alpha) == (57600, 0.995, 0.4)
     assert (ret.max_tokens, ret.max_words, CaptionRecipe().prompt) == (35, 30, "a picture of ")
+    assert pre.itm_negatives == ret.itm_negatives == "similarity"  # the paper's hard negatives
     assert (VQARecipe().drop_path, VQARecipe().max_words, NLVR2Recipe().max_words) == (0.1, 50, 40)
     # The reference fine-tunes with a per-epoch cosine to 0; a partial train map keeps it.
     tuned = CaptionRecipe.parse({"train": {"lr": 1e-5}}).train
@@ -149,6 +150,15 @@ def test_a_misspelt_key_in_capfilts_recipes_fails_in_one_line(which, tmp_path, c
     argv = ["capfilt", "--web", str(human), "--human", str(human), "--pretrained", str(tmp_path / "none")]
     argv += ["--out", str(tmp_path / "out"), which, str(recipe)]
     _expect_one_line(argv, ["crop_scale_min"], "crop_scale_mn", tmp_path, capsys)
+
+
+def test_an_unknown_way_of_drawing_itm_negatives_is_refused_in_one_line(tmp_path, capsys):
+    argv = ["pretrain", "--config", str(ROOT / "configs/pretrain_tiny_synth.yaml"), "--set", "itm_negatives=hardest"]
+    before = set(tmp_path.rglob("*"))
+    assert main([*argv, "--set", f"train.out={tmp_path / 'out'}"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "itm_negatives: similarity or uniform, not 'hardest'" in err, err
+    assert set(tmp_path.rglob("*")) == before
 
 
 def test_a_misspelt_key_given_by_set_fails_in_one_line(tmp_path, capsys):

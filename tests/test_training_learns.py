@@ -330,9 +330,11 @@ def test_itc_with_momentum_distillation_follows_the_paper():
     assert torch.allclose(model.text_queue[:, :4], txt_m.t(), atol=1e-6) and int(model.queue_ptr) == 4
 
 
-@pytest.mark.parametrize("hardest", [True, False])
-def test_itm_with_hard_negatives_follows_the_paper(hardest):
+@pytest.mark.parametrize("negatives", ["hardest", "similarity", "uniform"])
+def test_itm_with_hard_negatives_follows_the_paper(negatives):
+    hardest = negatives == "hardest"
     model = perturbed_pretrain()
+    model.itm_negatives = "uniform" if negatives == "uniform" else "similarity"
     pixels, ids, mask = fixed_batch()
     ids[1, 4:] = 0  # one padded caption, so a negative text brings its own mask
     mask = (ids != 0).long()
@@ -353,6 +355,12 @@ def test_itm_with_hard_negatives_follows_the_paper(hardest):
         got = model.itm(embeds, ids, mask, w_i2t, w_t2i, generator=g, hardest=hardest)
         if hardest:
             neg_text, neg_image = w_i2t.argmax(1), w_t2i.argmax(1)
+        elif negatives == "uniform":
+            # Any other pair of the batch with the same chance, whatever its similarity.
+            g = torch.Generator().manual_seed(3)
+            others = 1.0 - torch.eye(b)
+            neg_text = torch.multinomial(others, 1, generator=g)[:, 0]
+            neg_image = torch.multinomial(others, 1, generator=g)[:, 0]
         else:
             g = torch.Generator().manual_seed(3)
             neg_text = torch.multinomial(w_i2t, 1, generator=g)[:, 0]

@@ -19,6 +19,7 @@ import yaml
 
 from blip.defaults import ALPHA, CAPTION_WORDS, K_TEST, MOMENTUM, PROMPT, QUEUE_SIZE, TEXT_TOKENS
 from blip.errors import BlipError
+from blip.training.contrastive import ITM_NEGATIVES
 from blip.training.trainer import TrainConfig
 
 R = TypeVar("R")
@@ -204,6 +205,20 @@ class ImageRecipe(Recipe):
 
 
 @dataclass(kw_only=True)
+class ItmNegatives:
+    """How ITM draws its negatives: by ITC similarity (the paper's hard negatives), or uniformly from the batch."""
+
+    # "uniform" is for worlds whose captions are so alike that the most similar other text is often true of the
+    # image too: in the synthetic world half of the similarity-drawn negatives are (BENCHMARKS.md), and ITM stays at
+    # its prior; real web data is not like that.
+    itm_negatives: str = "similarity"
+
+    def __post_init__(self) -> None:
+        if self.itm_negatives not in ITM_NEGATIVES:
+            raise BlipError(f"itm_negatives: {' or '.join(ITM_NEGATIVES)}, not {self.itm_negatives!r}")
+
+
+@dataclass(kw_only=True)
 class Mirrored:
     """Pair datasets may mirror a pair instead (flip the image and swap left/right in its text)."""
 
@@ -238,7 +253,7 @@ class ModelSpec(Recipe):
 
 
 @dataclass(kw_only=True)
-class PretrainRecipe(Mirrored, ImageRecipe):
+class PretrainRecipe(ItmNegatives, Mirrored, ImageRecipe):
     """ITC + ITM + LM pretraining of a fresh model (configs/pretrain_*.yaml)."""
 
     model: ModelSpec = field(default_factory=ModelSpec)
@@ -276,7 +291,7 @@ class CaptionRecipe(Mirrored, FinetuneRecipe):
 
 
 @dataclass(kw_only=True)
-class RetrievalRecipe(Mirrored, FinetuneRecipe):
+class RetrievalRecipe(ItmNegatives, Mirrored, FinetuneRecipe):
     """Retrieval: ITC with an id queue + ITM with hard negatives (configs/retrieval_*.yaml)."""
 
     TASK: ClassVar[str] = "retrieval"

@@ -57,6 +57,11 @@ class AblationConfig:
     # The paper's ViT starts from DeiT weights; every row here starts from the demo's tower trained with labels on
     # the synthetic world (tasks/vision_pretrain.py). None: from scratch.
     vision_init: str | None = str(resources.files("blip.assets") / "tower_tiny_synth.safetensors")
+    # How ITM draws its negatives in the pretrainings and in the filter's fine-tune. With the paper's "similarity",
+    # about half of the drawn negatives are true of the image in this world (its captions are alike), and ITM stays
+    # at its prior; "uniform" makes it learn (BENCHMARKS.md). Not yet shown to help the table over seeds.
+    pretrain_itm_negatives: str = "similarity"
+    filter_itm_negatives: str = "similarity"
 
 
 def _model(cfg: AblationConfig) -> dict[str, Any]:
@@ -113,7 +118,7 @@ def chain_recipe(
     (evaluated on its test split)."""
     human = [{"reader": "karpathy", "path": str(synth / "coco_karpathy_train.json"), "image_root": str(synth)}]
     caption = {**WHOLE_IMAGE, "data": human, "train": _finetune_train(cfg)}
-    retrieval = {**caption, "queue_size": 48, "momentum": 0.95}
+    retrieval = {**caption, "queue_size": 48, "momentum": 0.95, "itm_negatives": cfg.filter_itm_negatives}
     test = str(synth / test_file)
     return {
         "out": str(out),
@@ -124,6 +129,7 @@ def chain_recipe(
             "momentum": 0.95,
             "alpha": 0.4,
             "alpha_ramp_epochs": 2,
+            "itm_negatives": cfg.pretrain_itm_negatives,
             **WHOLE_IMAGE,
             "data": [{"reader": "pretrain_json", "path": str(synth / "pretrain.json"), "image_root": str(synth)}],
             "train": _train(cfg, cfg.pretrain_steps, 1e-3),

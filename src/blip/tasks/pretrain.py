@@ -51,7 +51,9 @@ def build_model(recipe: Mapping | PretrainRecipe, tok: Tokenizer) -> BlipPretrai
         overrides["vision.image_size"] = m.image_size
     cfg = preset(m.preset, **overrides)
     torch.manual_seed(recipe.train.seed)
-    model = BlipPretrain(cfg, queue_size=recipe.queue_size, momentum=recipe.momentum)
+    model = BlipPretrain(
+        cfg, queue_size=recipe.queue_size, momentum=recipe.momentum, itm_negatives=recipe.itm_negatives
+    )
     if m.vision_init:
         load_vision_init(model, m.vision_init)
     if m.init:

@@ -92,7 +92,12 @@ def retrieval_init(recipe: Mapping | RetrievalRecipe) -> tuple[BlipRetrievalTrai
 
 
 def _training_model(recipe: RetrievalRecipe, init: BlipModel, report: LoadReport) -> BlipRetrievalTrain:
-    model = BlipRetrievalTrain(for_task(init.cfg, "retrieval"), queue_size=recipe.queue_size, momentum=recipe.momentum)
+    model = BlipRetrievalTrain(
+        for_task(init.cfg, "retrieval"),
+        queue_size=recipe.queue_size,
+        momentum=recipe.momentum,
+        itm_negatives=recipe.itm_negatives,
+    )
     model.load_state_dict(init.state_dict(), strict=False)
     model.reset_momentum()
     carry_training_state(model, recipe.init, report)

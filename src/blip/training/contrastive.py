@@ -16,6 +16,9 @@ from blip.distributed import gather, gather_padded, gather_with_grad, rank
 from blip.model.blip import BlipModel
 from blip.model.config import BlipConfig
 
+# How ITM draws a negative for each pair: by ITC similarity (the paper's hard negatives), or uniformly.
+ITM_NEGATIVES = ("similarity", "uniform")
+
 MOMENTUM_PAIRS = (
     ("visual_encoder", "visual_encoder_m"),
     ("vision_proj", "vision_proj_m"),
@@ -29,8 +32,18 @@ class MomentumContrastive(BlipModel):
 
     POINTER = "queue_ptr"  # the reference pretraining model's name; its retrieval model says "ptr_queue"
 
-    def __init__(self, cfg: BlipConfig, queue_size: int, momentum: float, with_ids: bool = False):
+    def __init__(
+        self,
+        cfg: BlipConfig,
+        queue_size: int,
+        momentum: float,
+        with_ids: bool = False,
+        itm_negatives: str = "similarity",
+    ):
         super().__init__(cfg)
+        if itm_negatives not in ITM_NEGATIVES:
+            raise ValueError(f"itm_negatives: {' or '.join(ITM_NEGATIVES)}, not {itm_negatives!r}")
+        self.itm_negatives = itm_negatives
         self.momentum = momentum
         self.queue_size = queue_size
         for online, ema in MOMENTUM_PAIRS:
@@ -126,8 +139,10 @@ class MomentumContrastive(BlipModel):
     ) -> torch.Tensor:
         """ITM loss over the B positives, a negative text per image and a negative image per text.
 
-        Negatives come from every rank's batch with the given (B, all-rank batch) weights; `hardest` takes the
-        highest-weighted one instead of sampling (deterministic, for testing that N ranks equal one process).
+        Negatives come from every rank's batch with the given (B, all-rank batch) weights, or uniformly among the
+        pairs those weights allow (zero weight: the pair itself, or its image's) when `itm_negatives` is "uniform";
+        `hardest` takes the highest-weighted one instead of sampling (deterministic, for testing that N ranks equal
+        one process).
         """
         b = image_embeds.shape[0]
         enc_ids = input_ids.clone()
@@ -135,6 +150,8 @@ class MomentumContrastive(BlipModel):
         image_embeds_all = gather_with_grad(image_embeds)
         ids_all, mask_all = gather_padded(enc_ids, self.cfg.text.pad_id), gather_padded(attention_mask, 0)
         with torch.no_grad():
+            if self.itm_negatives == "uniform":
+                w_i2t, w_t2i = (w_i2t > 0).float(), (w_t2i > 0).float()
             if hardest:
                 neg_text, neg_image = w_i2t.argmax(dim=1), w_t2i.argmax(dim=1)
             else:

@@ -35,8 +35,16 @@ class PretrainLosses:
 class BlipPretrain(MomentumContrastive):
     """A full BLIP plus momentum encoders and feature queues; forward returns the pretraining losses."""
 
-    def __init__(self, cfg: BlipConfig, queue_size: int = QUEUE_SIZE, momentum: float = MOMENTUM):
-        super().__init__(cfg.replace(parts=list(PARTS), decoder_input="image"), queue_size, momentum)
+    def __init__(
+        self,
+        cfg: BlipConfig,
+        queue_size: int = QUEUE_SIZE,
+        momentum: float = MOMENTUM,
+        itm_negatives: str = "similarity",
+    ):
+        super().__init__(
+            cfg.replace(parts=list(PARTS), decoder_input="image"), queue_size, momentum, itm_negatives=itm_negatives
+        )
         share_encoder_decoder(self.text_encoder, self.text_decoder.bert)
         self.text_decoder.cls.predictions.decoder.weight = self.text_encoder.embeddings.word_embeddings.weight
 

@@ -17,12 +17,19 @@ class BlipRetrievalTrain(MomentumContrastive):
 
     POINTER = "ptr_queue"
 
-    def __init__(self, cfg: BlipConfig, queue_size: int = QUEUE_SIZE, momentum: float = MOMENTUM):
+    def __init__(
+        self,
+        cfg: BlipConfig,
+        queue_size: int = QUEUE_SIZE,
+        momentum: float = MOMENTUM,
+        itm_negatives: str = "similarity",
+    ):
         super().__init__(
             cfg.replace(parts=["text_encoder", "itc", "itm"], decoder_input="image", nlvr=False),
             queue_size,
             momentum,
             with_ids=True,
+            itm_negatives=itm_negatives,
         )
 
     def forward(
