@@ -195,6 +195,13 @@ def provenance(args: argparse.Namespace) -> None:
     scenes = json.loads((run / "synth" / "scenes.json").read_text())
     quality = filter_quality(records, labels)
     print({k: f"{100 * v['dropped'] / v['of']:.0f}% of {v['of']}" for k, v in quality["dropped_by_kind"].items()})
+    web = [r["itm"] for r in records if r.get("source") == "web"]
+    for noisy in (False, True):
+        scores = [s for s, lab in zip(web, labels) if lab["noisy"] == noisy]
+        print(
+            f"web texts {'corrupted' if noisy else 'clean'}: ITM mean {sum(scores) / len(scores):.3f}, "
+            f"range {min(scores):.2f}-{max(scores):.2f}"
+        )
     for kept in (True, False):
         rows = [r for r in records if r.get("source") == "synthetic" and r["kept"] == kept]
         true = sum(caption_holds(r["text"], _scene(scenes, r["image"]))[0] for r in rows)
