@@ -2,6 +2,7 @@
 
     python benchmarks/demo_seeds.py --seeds 0 1 2 --out runs/demo_seeds      # runs the missing seeds, then prints
     python benchmarks/demo_seeds.py --seeds 1 2 3 4 --finetune-steps 240     # longer fine-tunes than the demo's
+    python benchmarks/demo_seeds.py --seeds 0 1 --noise 0.7 --out runs/seeds_noise07  # any `blip demo` option
     python benchmarks/demo_seeds.py --seeds 0 1 --filter-itm-negatives uniform --out runs/seeds_uniform
 
 Each seed is a new synthetic world and new models (`blip demo --seed S`); finished seeds are read from
@@ -14,6 +15,7 @@ the scene graphs by the independent checker of tests/test_data_synth.py), kept a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from scipy.stats import ttest_rel
 
+from blip.cli.demo import OPTIONS
 from blip.tasks.ablation import VARIANTS, AblationConfig, run_ablation
 from blip.training.contrastive import ITM_NEGATIVES
 
@@ -34,20 +37,19 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default="runs/demo_seeds")
-    ap.add_argument(
-        "--finetune-steps",
-        type=int,
-        default=AblationConfig.finetune_steps,
-        help="captioner, filter and caption-evaluation fine-tunes (the demo's default unless given)",
-    )
+    # Every setting of `blip demo` (the demo's default unless given) and how ITM draws its negatives.
+    for name, kind in OPTIONS.items():
+        if name not in ("out", "seed"):
+            ap.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=f"AblationConfig.{name}")
     for part in ("pretrain", "filter"):
         ap.add_argument(
             f"--{part}-itm-negatives",
             choices=ITM_NEGATIVES,
-            default="similarity",
+            default=None,
             help=f"how ITM draws its negatives in the {part} training (AblationConfig)",
         )
     args = ap.parse_args()
+    fields = {f.name for f in dataclasses.fields(AblationConfig)} - {"out", "seed"}
     results = []
     for seed in args.seeds:
         out = Path(args.out) / f"seed_{seed}"
@@ -59,9 +61,7 @@ def main() -> None:
                 AblationConfig(
                     out=str(out),
                     seed=seed,
-                    finetune_steps=args.finetune_steps,
-                    pretrain_itm_negatives=args.pretrain_itm_negatives,
-                    filter_itm_negatives=args.filter_itm_negatives,
+                    **{k: v for k, v in vars(args).items() if k in fields and v is not None},
                 )
             )
         )

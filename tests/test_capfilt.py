@@ -247,3 +247,30 @@ def test_default_recipes_are_found_from_any_folder(tmp_path, monkeypatch):
         path = default_recipe(name)
         with open(path) as f:
             assert os.path.isabs(path) and yaml.safe_load(f)["train"]["out"]
+
+
+def test_beam_captions_are_the_captioners_beam_search(hf_models, synth_world, tmp_path):
+    from blip.data.text import pre_caption
+    from blip.errors import BlipError
+    from blip.recipes import CapFiltConfig
+    from blip.tasks.capfilt import run_capfilt
+
+    web = json.loads((synth_world / "web.json").read_text())[:3]
+    (tmp_path / "web.json").write_text(json.dumps(web))
+    captioner, filt = blip.load(hf_models["caption"][1]), blip.load(hf_models["retrieval"][1])
+    cfg = CapFiltConfig(
+        out=str(tmp_path / "out"),
+        web=[str(tmp_path / "web.json")],
+        image_root=str(synth_world),
+        strategy="beam",
+        captions_per_image=2,
+        progress=False,
+    )
+    run_capfilt(cfg, captioner, filt)
+    rows = [json.loads(x) for x in (tmp_path / "out" / "provenance.jsonl").read_text().splitlines()]
+    images = [load_image(synth_world / w["image"]) for w in web]
+    # The paper's beam (Table 2): the two best of 3 beams, no repetition penalty, as blip caption --strategy beam.
+    expected = captioner.caption(images, strategy="beam", num_beams=3, num_captions=2, max_length=30, min_length=5)
+    assert [r["text"] for r in rows if r["source"] == "synthetic"] == [pre_caption(c.text, 30) for c in expected]
+    with pytest.raises(BlipError, match="capfilt strategy: nucleus or beam, not 'greedy'"):
+        CapFiltConfig(strategy="greedy")

@@ -344,8 +344,11 @@ class CapFiltConfig(Recipe):
     image_root: str | None = None  # None: image paths are relative to their annotation file's folder
     human: list[str] = field(default_factory=list)  # clean annotated pairs, copied into the result as they are
     captions_per_image: int = 1
+    # The paper's Table 2 compares the two: nucleus sampling (its choice: more diverse, noisier captions) and beam.
+    strategy: str = "nucleus"
+    num_beams: int = 3
     top_p: float = 0.9
-    repetition_penalty: float = 1.1
+    repetition_penalty: float | None = None  # None: the reference's, 1.1 for nucleus sampling and 1.0 for beam
     max_length: int = 30
     min_length: int = 5
     prompt: str = PROMPT
@@ -357,6 +360,10 @@ class CapFiltConfig(Recipe):
     shard_size: int = 10000
     workers: int = 0
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.strategy not in ("nucleus", "beam"):
+            raise BlipError(f"capfilt strategy: nucleus or beam, not {self.strategy!r}")
 
 
 EVALUATED = ("retrieval", "caption")

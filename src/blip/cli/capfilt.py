@@ -42,6 +42,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--captions-per-image", type=int, default=1)
     p.add_argument("--threshold", type=float, default=0.5, help="minimum ITM match probability kept (0.5)")
+    p.add_argument(
+        "--strategy", default="nucleus", choices=["nucleus", "beam"], help="how captions are drawn (paper: nucleus)"
+    )
+    p.add_argument("--num-beams", type=int, default=3, help="beams of --strategy beam (3)")
     p.add_argument("--top-p", type=float, default=0.9)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--unit-size", type=int, default=512, help="images per resumable unit of a list (default 512)")
@@ -61,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         ("--batch-size", args.batch_size),
         ("--unit-size", args.unit_size),
         ("--captions-per-image", args.captions_per_image),
+        ("--num-beams", args.num_beams),
     ):
         if value < 1:
             raise BlipError(f"{name} must be at least 1")
@@ -82,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         human=args.human,
         captions_per_image=args.captions_per_image,
         threshold=args.threshold,
+        strategy=args.strategy,
+        num_beams=args.num_beams,
         top_p=args.top_p,
         batch_size=args.batch_size,
         unit_size=args.unit_size,

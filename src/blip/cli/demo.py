@@ -18,6 +18,7 @@ OPTIONS = {
     "seed": int,
     "pretrain_steps": int,
     "finetune_steps": int,
+    "capfilt_strategy": str,
 }
 
 

@@ -62,6 +62,8 @@ class AblationConfig:
     # at its prior; "uniform" makes it learn (BENCHMARKS.md). Not yet shown to help the table over seeds.
     pretrain_itm_negatives: str = "similarity"
     filter_itm_negatives: str = "similarity"
+    # How the captioner draws its synthetic captions: the paper's nucleus sampling, or beam search (its Table 2).
+    capfilt_strategy: str = "nucleus"
 
 
 def _model(cfg: AblationConfig) -> dict[str, Any]:
@@ -144,6 +146,7 @@ def chain_recipe(
             "progress": False,
             "max_length": 20,
             "threshold": cfg.threshold,
+            "strategy": cfg.capfilt_strategy,
         },
         "evaluate": [
             {"task": "retrieval", "data": test, "image_root": str(synth), "k_test": cfg.k_test},

@@ -113,7 +113,8 @@ class _Bootstrapper:
         captions = self.captioner.caption(
             [cap_px[i] for i, *_ in items],
             prompt=cfg.prompt,
-            strategy="nucleus",
+            strategy=cfg.strategy,
+            num_beams=cfg.num_beams,
             top_p=cfg.top_p,
             repetition_penalty=cfg.repetition_penalty,
             max_length=cfg.max_length,
