@@ -132,3 +132,43 @@ def test_train_config_takes_yaml_exponents_and_refuses_words():
     assert TrainConfig(warmup_steps="10").warmup_steps == 10
     with pytest.raises(BlipError, match="train.lr must be a number"):
         TrainConfig(lr="fast")
+
+
+def test_lr_scale_moves_each_group_by_its_own_lr(tmp_path):
+    from dataclasses import dataclass
+
+    from blip.training.trainer import Trainer, lr_at
+
+    @dataclass
+    class Sample:
+        x: torch.Tensor
+
+    class Data(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return Sample(torch.full((2,), float(i + 1)))
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    before = [p.detach().clone() for p in model.parameters()]
+    cfg = TrainConfig(
+        out=str(tmp_path / "t"),
+        batch_size=4,
+        num_workers=0,
+        lr=1e-2,
+        warmup_steps=0,
+        max_steps=1,
+        weight_decay=0.0,
+        lr_scale={"0.": 0.1},
+        progress=False,
+    )
+    Trainer(cfg, model, Data(), lambda m, b, info: {"loss": m(b["x"]).pow(2).mean()}).fit()
+    # Adam's first step moves every weight by lr * g / (|g| + eps): by the group's lr, whatever the gradient.
+    lr = lr_at(cfg, 0, 0, 1)
+    assert lr == 1e-2
+    for (name, p), p0 in zip(model.named_parameters(), before):
+        want = lr * (0.1 if name.startswith("0.") else 1.0)
+        assert torch.allclose((p.detach() - p0).abs(), torch.full_like(p0, want), rtol=1e-3), name
+    with pytest.raises(BlipError, match="train.lr_scale: no parameter name starts with 'vision'"):
+        Trainer(TrainConfig(out=str(tmp_path / "u"), lr_scale={"vision": 0.1}), model, Data(), lambda *a: {})

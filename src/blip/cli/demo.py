@@ -19,6 +19,7 @@ OPTIONS = {
     "pretrain_steps": int,
     "finetune_steps": int,
     "capfilt_strategy": str,
+    "vision_lr_scale": float,
 }
 
 

@@ -70,6 +70,9 @@ class TrainConfig:
     warmup_lr: float = 1e-6
     lr_decay: float = 0.9
     weight_decay: float = 0.05
+    # Parameter-name prefix -> multiplier of the lr for those parameters (the first prefix that matches), e.g.
+    # {"visual_encoder": 0.1}: a tower that starts trained, beside a text side that starts from nothing.
+    lr_scale: dict[str, float] = field(default_factory=dict)
     checkpoint_every: int = 1000
     keep: int = 2
     log_every: int = 10
@@ -105,7 +108,7 @@ class TrainConfig:
 
 # TrainConfig fields a resumed run must share with its checkpoint (they fix which samples make each step), and
 # those it may change with a warning (the optimisation from here on).
-_SAME_RUN = {"batch_size", "grad_accum", "seed", "steps_per_epoch"}
+_SAME_RUN = {"batch_size", "grad_accum", "seed", "steps_per_epoch", "lr_scale"}  # lr_scale: the optimiser's groups
 _SAME_SCHEDULE = {"epochs", "lr", "min_lr", "schedule", "warmup_steps", "warmup_lr", "lr_decay", "weight_decay"}
 
 # The smallest value each count of TrainConfig may take.
@@ -235,9 +238,17 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    # The reference applies weight decay to every parameter; so do we, keeping the groups explicit for tasks.
-    return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+def _param_groups(model: nn.Module, weight_decay: float, lr_scale: dict[str, float]) -> list[dict[str, Any]]:
+    """One AdamW group per lr multiplier; the reference applies weight decay to every parameter, and so do we."""
+    groups: dict[float, list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            scale = next((v for k, v in lr_scale.items() if name.startswith(k)), 1.0)
+            groups.setdefault(scale, []).append(p)
+    for prefix in lr_scale:
+        if not any(name.startswith(prefix) for name, _ in model.named_parameters()):
+            raise BlipError(f"train.lr_scale: no parameter name starts with {prefix!r}")
+    return [{"params": ps, "weight_decay": weight_decay, "lr_scale": v} for v, ps in groups.items()]
 
 
 class Trainer:
@@ -274,7 +285,7 @@ class Trainer:
             self.model = model.to(self.device)
             self.whole = []
             self.ddp = nn.parallel.DistributedDataParallel(self.model) if is_distributed() else self.model
-        self.optimizer = torch.optim.AdamW(_param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
+        self.optimizer = torch.optim.AdamW(_param_groups(self.model, cfg.weight_decay, cfg.lr_scale), lr=cfg.lr)
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0  # micro-batches of this epoch already consumed
@@ -550,7 +561,7 @@ class Trainer:
                 info = StepInfo(self.step, self.epoch, self.batch_in_epoch - 1, self.batches_per_epoch)
                 lr = lr_at(cfg, self.epoch, self.batch_in_epoch - 1, self.batches_per_epoch)
                 for group in self.optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)  # checkpoints before lr_scale: one group
                 micro += 1
                 last_micro = micro % cfg.grad_accum == 0
                 autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
