@@ -4,13 +4,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test demo install clean
 
-# Byte-compiled once here, in parallel, instead of by pip one file at a time: these VMs set
-# PYTHONDONTWRITEBYTECODE=1, so a module Python compiles on import is never cached and every process (each CLI
-# call, each spawned worker) would compile torch, timm and transformers again: 15 s to start `blip` instead of 6.
+# These VMs set PYTHONDONTWRITEBYTECODE=1: a module compiled on import is then never cached, and every process (each
+# CLI call of the tests, each spawned worker of the demo) compiled torch, timm and transformers again (`blip` took
+# 15 s to start instead of 6, the suite 15 min instead of 9). Here Python caches what it compiles, and only that;
+# pip does not compile all of the torch wheel (--no-compile: ~40 s of CPU).
+unexport PYTHONDONTWRITEBYTECODE
+
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --no-compile --disable-pip-version-check -c constraints.txt -e ".[test,demo]"
-	$(PY) -m compileall -q -j 0 -x '/tests?/|/testing/_internal/' "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" src >/dev/null
 	touch $(STAMP)
 
 install: $(STAMP)
