@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from blip.tasks.ablation import AblationConfig, _variant_data, filter_quality, run_ablation
 
@@ -24,7 +25,7 @@ def test_filter_precision_and_recall_by_hand():
     }
 
 
-def test_variant_datasets(tmp_path):
+def test_variant_datasets(tmp_path, monkeypatch):
     synth = tmp_path / "synth"
     synth.mkdir()
     (synth / "coco_karpathy_train.json").write_text(json.dumps([{"image": "images/h.jpg", "caption": ["a", "b"]}]))
@@ -46,6 +47,10 @@ def test_variant_datasets(tmp_path):
         "captioner only": ["a", "b", "w1", "s1", "w2", "s2"],
         "captioner + filter": ["a", "b", "w1", "s2"],
     }
+    # A run resumed from another folder or with --out spelled relatively: its provenance has the other spelling.
+    monkeypatch.chdir(tmp_path)
+    images = [r["image"] for r in json.loads(_variant_data(Path("synth"), rows, tmp_path)["filter only"].read_text())]
+    assert images == ["images/h.jpg", "images/h.jpg", "images/1.jpg"]
 
 
 def test_tiny_end_to_end_run_writes_table_and_report(tmp_path, capsys):

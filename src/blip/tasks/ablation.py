@@ -176,7 +176,8 @@ def _variant_data(synth: Path, provenance: list[dict[str, Any]], out: Path) -> d
     paths = {"no bootstrapping": synth / "pretrain.json"}
     for name, keep in pick.items():
         pairs = human + [
-            {"image": str(Path(r["path"]).relative_to(synth)), "caption": r["text"]}
+            # resolved: a run resumed with --out spelled otherwise (absolute, relative) has the first spelling here
+            {"image": str(Path(r["path"]).resolve().relative_to(synth.resolve())), "caption": r["text"]}
             for r in provenance
             if "source" in r and keep(r) and r["text"]
         ]
