@@ -269,7 +269,7 @@ def test_beam_captions_are_the_captioners_beam_search(hf_models, synth_world, tm
     run_capfilt(cfg, captioner, filt)
     rows = [json.loads(x) for x in (tmp_path / "out" / "provenance.jsonl").read_text().splitlines()]
     images = [load_image(synth_world / w["image"]) for w in web]
-    # The paper's beam (Table 2): the two best of 3 beams, no repetition penalty, as blip caption --strategy beam.
+    # The paper's beam (Table 2): the two best of 3 beams, no repetition penalty, as Blip.caption(strategy="beam").
     expected = captioner.caption(images, strategy="beam", num_beams=3, num_captions=2, max_length=30, min_length=5)
     assert [r["text"] for r in rows if r["source"] == "synthetic"] == [pre_caption(c.text, 30) for c in expected]
     with pytest.raises(BlipError, match="capfilt strategy: nucleus or beam, not 'greedy'"):
