@@ -72,3 +72,19 @@ def test_cli_defaults_are_the_ablation_defaults():
     assert config_from_args(build_parser().parse_args(["demo"])) == AblationConfig()
     given = config_from_args(build_parser().parse_args(["demo", "--seed", "3", "--finetune-steps", "7"]))
     assert (given.seed, given.finetune_steps, given.pretrain_steps) == (3, 7, AblationConfig().pretrain_steps)
+
+
+def test_bad_setting_is_one_line_before_any_work(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "blip", "demo", "--out", str(tmp_path / "d"), "--capfilt-strategy", "greedy"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode != 0 and r.stderr.strip().splitlines() == [
+        "blip: error: capfilt strategy: nucleus or beam, not 'greedy'"
+    ], r.stderr
+    assert not (tmp_path / "d" / "synth").exists()  # no world generated for a run that cannot go on

@@ -232,6 +232,9 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = Path(cfg.out)
     synth = out / "synth"
+    heldout = synth / "coco_karpathy_heldout.json"
+    # Parsed before anything runs: a bad setting (blip demo --capfilt-strategy greedy) is a one-line error at once.
+    recipe = ChainRecipe.parse(chain_recipe(cfg, synth, out, heldout.name))
     if not (synth / "manifest.json").exists():
         generate(
             synth, num_images=cfg.images, seed=cfg.seed, noise=cfg.noise, web_fraction=cfg.web_fraction, num_videos=0
@@ -244,7 +247,6 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
 
     # Evaluated on val and test together (nothing is tuned on val): 300 images instead of 150 halve the sampling
     # variance of image R@1, which at 150 queries alone is +-4 points.
-    heldout = synth / "coco_karpathy_heldout.json"
     if not heldout.exists():
         heldout.write_text(
             json.dumps(
@@ -255,7 +257,6 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
                 ]
             )
         )
-    recipe = ChainRecipe.parse(chain_recipe(cfg, synth, out, heldout.name))
     s = time.perf_counter()
     models = {"no bootstrapping": pretrain_stage(recipe.pretrain, out / "pretrain_noisy")}
     step("pretrain on noisy web + human", s)
